@@ -1,0 +1,311 @@
+"""Numba kernels of the EventProp engine (private; see engine.py for the contract and maths).
+
+Everything is flat: neurons of all layers (hidden layers, then output) live in one state vector
+with per-layer offsets ``noff``; all weight matrices live in one flat buffer ``W`` with per-layer
+offsets ``ff_off`` (connection into layer l, rows = presynaptic neurons) and ``rec_off`` (-1 when
+layer l is not recurrent). One sample is simulated serially; samples are spread over a fixed
+number of chunks (``prange``), each with private gradient buffers, so results do not depend on
+the number of threads.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, fastmath=False)
+def _layer_of(nid, noff, n_layers):
+    l = 0
+    while l + 1 < n_layers and nid >= noff[l + 1]:
+        l += 1
+    return l
+
+
+@njit(cache=True)
+def _forward_sample(
+    b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
+    alpha, beta, cfw, tau_s, n_steps, dt, grazing_eps, w_int, want_trace,
+    V, I, Vold, Iold,
+    tape_step, tape_id, tape_d, cap,
+    integral, vmax, tmax, trace, fs_time, fs_step, counts,
+):
+    """Forward pass of sample b. Returns (number of spikes, grazing count)."""
+    n_layers = sizes.shape[0]
+    L = n_layers - 1
+    NT = V.shape[0]
+    oo = noff[L]
+    no = sizes[L]
+    for j in range(NT):
+        V[j] = 0.0
+        I[j] = 0.0
+        counts[j] = 0
+    for k in range(no):
+        integral[k] = 0.0
+        vmax[k] = -np.inf
+        tmax[k] = 0
+        fs_time[k] = np.inf
+        fs_step[k] = -1
+    ntape = 0
+    graze = 0
+    prev_start = 0
+    prev_end = 0
+    S0 = sizes[0]
+    for n in range(n_steps):
+        # ---- arrivals at t_n: input spikes of bin n, then spikes detected at t_n
+        for q in range(in_ptr[b, n], in_ptr[b, n + 1]):
+            base = ff_off[0] + in_units[q] * S0
+            for j in range(S0):
+                I[j] += W[base + j]
+        for e in range(prev_start, prev_end):
+            nid = tape_id[b, e]
+            l = _layer_of(nid, noff, n_layers)
+            i = nid - noff[l]
+            if l < L:
+                S = sizes[l + 1]
+                base = ff_off[l + 1] + i * S
+                po = noff[l + 1]
+                for j in range(S):
+                    I[po + j] += W[base + j]
+            if rec_off[l] >= 0:
+                S = sizes[l]
+                base = rec_off[l] + i * S
+                po = noff[l]
+                for j in range(S):
+                    I[po + j] += W[base + j]
+        # ---- exact integration over [t_n, t_{n+1}]
+        for j in range(NT):
+            v = V[j]
+            c = I[j]
+            Vold[j] = v
+            Iold[j] = c
+            V[j] = alpha[j] * v + cfw[j] * c
+            I[j] = beta[j] * c
+        # ---- threshold crossings, detected at t_{n+1}
+        new_start = ntape
+        for l in range(n_layers):
+            if spiking[l] == 0:
+                continue
+            th = thr[l]
+            for j in range(noff[l], noff[l] + sizes[l]):
+                if V[j] >= th:
+                    frac = (th - Vold[j]) / (V[j] - Vold[j])
+                    if frac < 0.0:
+                        frac = 0.0
+                    d = Iold[j] * np.exp(-frac * dt / tau_s[j]) - th
+                    if d < grazing_eps:
+                        d = grazing_eps
+                        graze += 1
+                    if ntape < cap:
+                        tape_step[b, ntape] = n + 1
+                        tape_id[b, ntape] = j
+                        tape_d[b, ntape] = d
+                    ntape += 1
+                    V[j] = 0.0
+                    counts[j] += 1
+                    if l == L and fs_step[j - oo] < 0:
+                        fs_step[j - oo] = n + 1
+                        fs_time[j - oo] = (n + frac) * dt
+        if ntape > cap:
+            return ntape, graze  # tape overflow: the caller grows the tape and reruns
+        # ---- readouts of a leaky-integrator output at t_{n+1}
+        if spiking[L] == 0:
+            for k in range(no):
+                v = V[oo + k]
+                integral[k] += w_int[b, n] * v
+                if v > vmax[k]:
+                    vmax[k] = v
+                    tmax[k] = n + 1
+                if want_trace:
+                    trace[b, n, k] = v
+        prev_start = new_start
+        prev_end = ntape
+    return ntape, graze
+
+
+@njit(cache=True, parallel=True)
+def forward_batch(
+    in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
+    alpha, beta, cfw, tau_s, n_steps, dt, grazing_eps, w_int, want_trace,
+    tape_step, tape_id, tape_d, ntape, graze,
+    integral, vmax, tmax, trace, fs_time, fs_step, counts, n_chunks,
+):
+    B = in_ptr.shape[0]
+    NT = alpha.shape[0]
+    cap = tape_step.shape[1]
+    for c in prange(n_chunks):
+        _forward_chunk(
+            c, n_chunks, B, NT, cap,
+            in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
+            alpha, beta, cfw, tau_s, n_steps, dt, grazing_eps, w_int, want_trace,
+            tape_step, tape_id, tape_d, ntape, graze,
+            integral, vmax, tmax, trace, fs_time, fs_step, counts,
+        )
+
+
+@njit(cache=True)
+def _forward_chunk(
+    c, n_chunks, B, NT, cap,
+    in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
+    alpha, beta, cfw, tau_s, n_steps, dt, grazing_eps, w_int, want_trace,
+    tape_step, tape_id, tape_d, ntape, graze,
+    integral, vmax, tmax, trace, fs_time, fs_step, counts,
+):
+    V = np.empty(NT, dtype=W.dtype)
+    I = np.empty(NT, dtype=W.dtype)
+    Vold = np.empty(NT, dtype=W.dtype)
+    Iold = np.empty(NT, dtype=W.dtype)
+    b0 = (c * B) // n_chunks
+    b1 = ((c + 1) * B) // n_chunks
+    for b in range(b0, b1):
+        nt, gz = _forward_sample(
+            b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
+            alpha, beta, cfw, tau_s, n_steps, dt, grazing_eps, w_int, want_trace,
+            V, I, Vold, Iold, tape_step, tape_id, tape_d, cap,
+            integral[b], vmax[b], tmax[b], trace, fs_time[b], fs_step[b], counts[b],
+        )
+        ntape[b] = nt
+        graze[b] = gz
+
+
+@njit(cache=True)
+def _backward_sample(
+    b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
+    alpha, beta, cbw, tau_s, tau_m, n_steps, kick_scale,
+    tape_step, tape_id, tape_d, ntape,
+    w_int, g_int, g_max, tmax, g_trace, use_trace, g_spk, fs_step, reg,
+    lamV, lamI, jump, dW, rec_b, rec_lamV, rec_lamI,
+):
+    n_layers = sizes.shape[0]
+    L = n_layers - 1
+    NT = lamV.shape[0]
+    oo = noff[L]
+    no = sizes[L]
+    S0 = sizes[0]
+    for j in range(NT):
+        lamV[j] = 0.0
+        lamI[j] = 0.0
+    e_top = ntape - 1
+    for m in range(n_steps, -1, -1):
+        # ---- spikes detected at t_m: arrivals (gradient, feedback) and jumps, all from the
+        #      adjoint values at t_m^+ ("top"), then applied together
+        e_lo = e_top
+        while e_lo >= 0 and tape_step[b, e_lo] == m:
+            e_lo -= 1
+        for e in range(e_lo + 1, e_top + 1):
+            nid = tape_id[b, e]
+            l = _layer_of(nid, noff, n_layers)
+            i = nid - noff[l]
+            fb = 0.0
+            if l < L:
+                S = sizes[l + 1]
+                base = ff_off[l + 1] + i * S
+                po = noff[l + 1]
+                for j in range(S):
+                    fb += W[base + j] * (lamV[po + j] - lamI[po + j])
+                    dW[base + j] -= tau_s[po + j] * lamI[po + j]
+            if rec_off[l] >= 0:
+                S = sizes[l]
+                base = rec_off[l] + i * S
+                po = noff[l]
+                for j in range(S):
+                    fb += W[base + j] * (lamV[po + j] - lamI[po + j])
+                    dW[base + j] -= tau_s[po + j] * lamI[po + j]
+            extra = 0.0
+            if l == L and fs_step[i] == m:
+                extra = g_spk[b, i]
+            jv = (thr[l] * lamV[nid] + fb + extra) / tape_d[b, e]
+            if l < L:
+                jv -= reg[b, nid] / (thr[l] * tau_m[nid])
+            jump[e - e_lo - 1] = jv
+        for e in range(e_lo + 1, e_top + 1):
+            lamV[tape_id[b, e]] += jump[e - e_lo - 1]
+        e_top = e_lo
+        # ---- phantom spikes: a spiking output neuron without a spike but with dL/dt != 0
+        if m == n_steps and spiking[L] == 1:
+            for k in range(no):
+                if fs_step[k] < 0 and g_spk[b, k] != 0.0:
+                    lamV[oo + k] += g_spk[b, k] / thr[L]
+        # ---- input spikes arriving at t_m
+        if m < n_steps:
+            for q in range(in_ptr[b, m], in_ptr[b, m + 1]):
+                base = ff_off[0] + in_units[q] * S0
+                for j in range(S0):
+                    dW[base + j] -= tau_s[j] * lamI[j]
+        # ---- loss sources of a leaky-integrator output: kicks dL/dV(t_m) / tau_m at t_m
+        if m >= 1 and spiking[L] == 0:
+            for k in range(no):
+                gk = g_int[b, k] * w_int[b, m - 1] * kick_scale
+                if tmax[b, k] == m:
+                    gk += g_max[b, k]
+                if use_trace:
+                    gk += g_trace[b, m - 1, k]
+                lamV[oo + k] -= gk / tau_m[oo + k]
+        if b == rec_b:
+            for j in range(NT):
+                rec_lamV[m, j] = lamV[j]
+                rec_lamI[m, j] = lamI[j]
+        # ---- exact backward integration from t_m to t_{m-1}
+        if m >= 1:
+            for j in range(NT):
+                lv = lamV[j]
+                lamI[j] = beta[j] * lamI[j] + cbw[j] * lv
+                lamV[j] = alpha[j] * lv
+
+
+@njit(cache=True)
+def _backward_chunk(
+    c, n_chunks, B, NT,
+    in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
+    alpha, beta, cbw, tau_s, tau_m, n_steps, kick_scale,
+    tape_step, tape_id, tape_d, ntape,
+    w_int, g_int, g_max, tmax, g_trace, use_trace, g_spk, fs_step, reg,
+    dWc, rec_b, rec_lamV, rec_lamI,
+):
+    lamV = np.empty(NT, dtype=W.dtype)
+    lamI = np.empty(NT, dtype=W.dtype)
+    jump = np.empty(NT, dtype=W.dtype)
+    dW = dWc[c]
+    for j in range(dW.shape[0]):
+        dW[j] = 0.0
+    b0 = (c * B) // n_chunks
+    b1 = ((c + 1) * B) // n_chunks
+    for b in range(b0, b1):
+        _backward_sample(
+            b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
+            alpha, beta, cbw, tau_s, tau_m, n_steps, kick_scale,
+            tape_step, tape_id, tape_d, ntape[b],
+            w_int, g_int, g_max, tmax, g_trace, use_trace, g_spk, fs_step[b], reg,
+            lamV, lamI, jump, dW, rec_b, rec_lamV, rec_lamI,
+        )
+
+
+@njit(cache=True, parallel=True)
+def backward_batch(
+    in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
+    alpha, beta, cbw, tau_s, tau_m, n_steps, kick_scale,
+    tape_step, tape_id, tape_d, ntape,
+    w_int, g_int, g_max, tmax, g_trace, use_trace, g_spk, fs_step, reg,
+    dWc, dW, rec_b, rec_lamV, rec_lamI,
+):
+    B = in_ptr.shape[0]
+    NT = alpha.shape[0]
+    n_chunks = dWc.shape[0]
+    for c in prange(n_chunks):
+        _backward_chunk(
+            c, n_chunks, B, NT,
+            in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
+            alpha, beta, cbw, tau_s, tau_m, n_steps, kick_scale,
+            tape_step, tape_id, tape_d, ntape,
+            w_int, g_int, g_max, tmax, g_trace, use_trace, g_spk, fs_step, reg,
+            dWc, rec_b, rec_lamV, rec_lamI,
+        )
+    # deterministic reduction: every element summed over chunks in chunk order
+    nW = dW.shape[0]
+    n_blocks = 64
+    for blk in prange(n_blocks):
+        j0 = (blk * nW) // n_blocks
+        j1 = ((blk + 1) * nW) // n_blocks
+        for j in range(j0, j1):
+            s = dWc[0, j]
+            for c in range(1, n_chunks):
+                s += dWc[c, j]
+            dW[j] = s

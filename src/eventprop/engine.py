@@ -1,0 +1,336 @@
+"""The EventProp engine: forward pass with a spike tape, and the exact-gradient adjoint pass.
+
+Contract (backend-neutral; a GPU backend implements the same two calls on the same arrays)::
+
+    fw = forward(spec, params, batch, weight=None, trace=False)   # readouts + tape
+    grads = backward(fw, ReadoutGrads(...))                       # dL/dW for every weight
+
+The engine knows *readouts*, not losses (the paper's extended EventProp, Appendix A): a loss maps
+readouts to (value, dL/dreadout, prediction) and the backward pass is driven by dL/dreadout.
+
+Discrete algorithm (dt grid, t_n = n dt, n = 0..N, trial length T = N dt)
+------------------------------------------------------------------------
+Forward, step n (from t_n to t_{n+1}):
+
+1. Arrivals at t_n: input spikes binned to step n, and spikes detected at t_n (end of the
+   previous step) add their weight rows to the postsynaptic currents I (I jumps by w).
+2. Exact integration of tau_m dV/dt = -V + I, tau_s dI/dt = -I over dt:
+   V <- alpha V + c I,  I <- beta I, with alpha = exp(-dt/tau_m), beta = exp(-dt/tau_s),
+   c = tau_s/(tau_m - tau_s) (alpha - beta)  (c = dt/tau_m alpha when tau_m == tau_s).
+3. Spiking neurons with V >= theta at t_{n+1} spike: V is reset to 0, the spike is recorded on
+   the tape as (step n+1, neuron, d) and reaches its targets at t_{n+1}, the start of step n+1.
+   (The authors' code stamps the same spike t_n and calls it a one-step transmission delay; the
+   dynamics are identical.) d estimates tau_m dV/dt just before the spike: the crossing time
+   is interpolated linearly inside the step, t_c = t_n + frac dt, and d = I(t_c) - theta.
+   Grazing crossings (d < grazing_eps) use d = grazing_eps and are counted in ``fw.grazing``.
+4. Readouts of a leaky-integrator output at t_{n+1}: weighted integral
+   R_k = (dt/T) sum_{n=1..N} w(t_n) V_k(t_n), maximum over V_k(t_1..t_N) with its step, and
+   optionally the whole trace. For spiking outputs: the first spike time of each neuron (the
+   interpolated crossing time t_c; inf when it never spikes).
+
+Backward, from t_N down to t_0, adjoints lambda_V, lambda_I start at 0. At each grid time t_m:
+
+1. For every spike on the tape detected at t_m, using the adjoint values at t_m^+:
+   dL/dw_ij -= tau_s,j lambda_I,j for each target j (equation v), the feedback
+   fb = sum_j w_ij (lambda_V,j - lambda_I,j), and the jump
+   lambda_V,i <- lambda_V,i + (theta lambda_V,i + fb + dL/dt_i) / d  (Table 1), where dL/dt_i is
+   nonzero only for the first spike of a spiking output neuron; for hidden neurons the
+   regulariser then subtracts dL_reg/dn_i / (theta tau_m). All jumps of t_m are applied together.
+2. Phantom spikes (t_N only): a spiking output neuron that never spiked but has dL/dt != 0
+   gets lambda_V += (dL/dt) / theta, as if it had spiked at T with d = theta (Methods 4.1).
+3. Input spikes arriving at t_m: dL/dw_ij -= tau_s,j lambda_I,j.
+4. Loss sources of a leaky-integrator output at t_m: lambda_V,k -= (dL/dV_k(t_m)) / tau_m,k,
+   where dL/dV_k(t_m) = dL/dR_k w(t_m) dt/T + dL/dmax_k [t_m = t_max,k] + dL/dtrace_k(t_m).
+   (A readout that samples V on the grid is a sum of delta functions in time, so its adjoint
+   source is a kick at each sample.)
+5. Exact backward integration to t_{m-1}:
+   lambda_I <- beta lambda_I + tau_m/(tau_m - tau_s)(alpha - beta) lambda_V,  lambda_V <- alpha lambda_V.
+
+The tape holds (step, neuron, d) per spike: memory grows with spikes, not with trial length.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _kernels
+from .errors import UserError
+from .events import SpikeBatch
+from .network import NetworkSpec, check_params
+
+N_CHUNKS = 8  # fixed number of sample chunks: results do not depend on the thread count
+
+
+@dataclass
+class _Layout:
+    sizes: np.ndarray
+    noff: np.ndarray
+    ff_off: np.ndarray
+    rec_off: np.ndarray
+    spiking: np.ndarray
+    thr: np.ndarray
+    alpha: np.ndarray
+    beta: np.ndarray
+    cfw: np.ndarray
+    cbw: np.ndarray
+    tau_s: np.ndarray
+    tau_m: np.ndarray
+    names: list[str]
+    shapes: list[tuple[int, int]]
+    offsets: list[int]
+    n_weights: int
+
+
+def _per_neuron(x, n):
+    a = np.asarray(x, dtype=np.float64)
+    return np.full(n, float(a)) if a.ndim == 0 else a.astype(np.float64)
+
+
+def layout(spec: NetworkSpec, dtype=np.float32) -> _Layout:
+    layers = [h for h in spec.hidden] + [spec.output]
+    sizes = np.array([ly.size for ly in layers], dtype=np.int64)
+    noff = np.zeros(len(layers), dtype=np.int64)
+    noff[1:] = np.cumsum(sizes)[:-1]
+    tm = np.concatenate([_per_neuron(ly.tau_mem, ly.size) for ly in layers])
+    ts = np.concatenate([_per_neuron(ly.tau_syn, ly.size) for ly in layers])
+    dt = spec.dt
+    alpha = np.exp(-dt / tm)
+    beta = np.exp(-dt / ts)
+    same = np.abs(tm - ts) < 1e-9 * tm
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cfw = np.where(same, dt / tm * alpha, ts / (tm - ts) * (alpha - beta))
+        cbw = np.where(same, dt / ts * beta, tm / (tm - ts) * (alpha - beta))
+    shapes = spec.param_shapes()
+    names = list(shapes)
+    offsets, off = [], 0
+    for k in names:
+        offsets.append(off)
+        off += shapes[k][0] * shapes[k][1]
+    ff_off = np.array([offsets[names.index(f"ff{l}")] for l in range(len(layers))], dtype=np.int64)
+    rec_off = np.array(
+        [offsets[names.index(f"rec{l}")] if f"rec{l}" in shapes else -1 for l in range(len(layers))], dtype=np.int64
+    )
+    spiking = np.array([1] * len(spec.hidden) + [1 if spec.output.kind == "lif" else 0], dtype=np.int64)
+    thr = np.array([ly.threshold for ly in layers], dtype=dtype)
+    f = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
+    return _Layout(
+        sizes, noff, ff_off, rec_off, spiking, thr, f(alpha), f(beta), f(cfw), f(cbw), f(ts), f(tm),
+        names, [shapes[k] for k in names], offsets, off,
+    )
+
+
+def flatten(spec: NetworkSpec, params: dict[str, np.ndarray], dtype=np.float32) -> np.ndarray:
+    shapes = spec.param_shapes()
+    return np.concatenate([np.asarray(params[k], dtype=dtype).ravel() for k in shapes])
+
+
+def unflatten(lay: _Layout, flat: np.ndarray) -> dict[str, np.ndarray]:
+    return {
+        k: flat[o : o + s[0] * s[1]].reshape(s).copy() for k, s, o in zip(lay.names, lay.shapes, lay.offsets)
+    }
+
+
+@dataclass
+class Forward:
+    """Result of :func:`forward`: readouts per sample, spike statistics and the tape."""
+
+    spec: NetworkSpec
+    batch: SpikeBatch
+    integral: np.ndarray  # (B, C) weighted time average (dt/T) sum w(t_n) V(t_n); LI output
+    vmax: np.ndarray  # (B, C) max_n V(t_n); LI output
+    tmax: np.ndarray  # (B, C) time of the maximum in ms (first occurrence); LI output
+    trace: np.ndarray | None  # (B, N, C) V(t_1..t_N) when requested; LI output
+    first_spike: np.ndarray  # (B, C) first spike time in ms, inf if none; LIF output
+    spike_counts: list[np.ndarray]  # per hidden layer (B, H); then output (B, C)
+    grazing: int  # number of spikes whose d was clamped to grazing_eps
+    weight: np.ndarray  # (B, N) w(t_1..t_N) used for the integral
+    # tape and internals
+    _lay: _Layout = field(repr=False, default=None)
+    _W: np.ndarray = field(repr=False, default=None)
+    _tape: tuple = field(repr=False, default=None)
+    _tmax_step: np.ndarray = field(repr=False, default=None)
+    _fs_step: np.ndarray = field(repr=False, default=None)
+
+    @property
+    def n_spikes(self) -> np.ndarray:
+        """Recorded spikes per sample (hidden and spiking output)."""
+        return self._tape[3].copy()
+
+    def tape(self, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Spikes of sample b: (step of arrival, global neuron index, d)."""
+        st, nid, d, nt = self._tape
+        return st[b, : nt[b]].copy(), nid[b, : nt[b]].copy(), d[b, : nt[b]].copy()
+
+    def hidden_spikes(self, b: int, layer: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Spike times (ms) and neuron indices of hidden layer ``layer`` in sample b."""
+        st, nid, _ = self.tape(b)
+        lo = self._lay.noff[layer]
+        hi = lo + self._lay.sizes[layer]
+        m = (nid >= lo) & (nid < hi)
+        return st[m] * self.spec.dt, nid[m] - lo
+
+
+@dataclass
+class ReadoutGrads:
+    """dL/dreadout for each readout a loss uses (None = not used)."""
+
+    integral: np.ndarray | None = None  # (B, C)
+    vmax: np.ndarray | None = None  # (B, C)
+    trace: np.ndarray | None = None  # (B, N, C)
+    first_spike: np.ndarray | None = None  # (B, C); nonzero for a non-spiking neuron = phantom spike
+    spike_counts: list[np.ndarray] | None = None  # per hidden layer (B, H): dL_reg/dn (pseudo-gradient)
+
+
+_INITIAL_CAP = 64
+
+
+def _check_batch(spec: NetworkSpec, batch: SpikeBatch) -> None:
+    if not isinstance(batch, SpikeBatch):
+        raise UserError(f"forward: expected a SpikeBatch, got {type(batch).__name__}")
+    B = batch.ptr.shape[0]
+    if batch.ptr.ndim != 2 or batch.ptr.shape[1] != batch.n_steps + 1:
+        raise UserError(f"batch.ptr: shape {batch.ptr.shape}, expected (B, n_steps + 1) = ({B}, {batch.n_steps + 1})")
+    if abs(batch.dt - spec.dt) > 1e-12 * spec.dt:
+        raise UserError(f"batch.dt = {batch.dt} ms differs from the network's dt = {spec.dt} ms")
+    if len(batch.units) and (batch.units.min() < 0 or batch.units.max() >= spec.n_in):
+        raise UserError(f"batch.units: unit {int(batch.units.max())} out of range; the network has {spec.n_in} inputs")
+    if B and (batch.ptr[:, 0].min() < 0 or batch.ptr[:, -1].max() > len(batch.units) or np.any(np.diff(batch.ptr, axis=1) < 0)):
+        raise UserError("batch.ptr: must be non-decreasing indices into batch.units")
+
+
+def forward(
+    spec: NetworkSpec,
+    params: dict[str, np.ndarray],
+    batch: SpikeBatch,
+    weight: np.ndarray | None = None,
+    trace: bool = False,
+    dtype=None,
+) -> Forward:
+    """Simulate a batch and record what the backward pass needs.
+
+    weight: w(t_1..t_N) for the weighted-integral readout, shape (N,) or (B, N); default 1.
+    trace:  also return the output voltage trace (needed by per-time-step losses).
+    dtype:  float32 (default: the dtype of the parameters) or float64.
+    """
+    check_params(spec, params)
+    _check_batch(spec, batch)
+    if dtype is None:
+        dtype = np.float64 if all(p.dtype == np.float64 for p in params.values()) else np.float32
+    lay = layout(spec, dtype)
+    W = flatten(spec, params, dtype)
+    B, N = batch.ptr.shape[0], batch.n_steps
+    C = spec.output.size
+    NT = int(lay.sizes.sum())
+    if weight is None:
+        w_int = np.ones((B, N), dtype=dtype)
+    else:
+        w_int = np.ascontiguousarray(np.broadcast_to(np.asarray(weight, dtype=dtype), (B, N)))
+    in_ptr = np.ascontiguousarray(batch.ptr, dtype=np.int64)
+    in_units = np.ascontiguousarray(batch.units, dtype=np.int32)
+    tr = np.zeros((B, N, C) if trace else (1, 1, 1), dtype=dtype)
+    cap = _INITIAL_CAP
+    while True:
+        tape_step = np.empty((B, cap), dtype=np.int32)
+        tape_id = np.empty((B, cap), dtype=np.int32)
+        tape_d = np.empty((B, cap), dtype=dtype)
+        ntape = np.zeros(B, dtype=np.int64)
+        graze = np.zeros(B, dtype=np.int64)
+        integral = np.zeros((B, C), dtype=dtype)
+        vmax = np.zeros((B, C), dtype=dtype)
+        tmax = np.zeros((B, C), dtype=np.int64)
+        fs_time = np.zeros((B, C), dtype=np.float64)
+        fs_step = np.zeros((B, C), dtype=np.int64)
+        counts = np.zeros((B, NT), dtype=np.int32)
+        _kernels.forward_batch(
+            in_ptr, in_units, W, lay.sizes, lay.noff, lay.ff_off, lay.rec_off, lay.spiking, lay.thr,
+            lay.alpha, lay.beta, lay.cfw, lay.tau_s, N, dtype(spec.dt), dtype(spec.grazing_eps), w_int, trace,
+            tape_step, tape_id, tape_d, ntape, graze,
+            integral, vmax, tmax, tr, fs_time, fs_step, counts, min(N_CHUNKS, max(B, 1)),
+        )
+        if B == 0 or ntape.max() <= cap:
+            break
+        # never drop a spike: grow the tape and run again
+        cap = int(ntape.max() * 1.25) + 16
+    integral *= dtype(spec.dt / (N * spec.dt)) if N else 0
+    spike_counts = [counts[:, lay.noff[l] : lay.noff[l] + lay.sizes[l]].copy() for l in range(len(lay.sizes))]
+    return Forward(
+        spec=spec, batch=batch, integral=integral, vmax=vmax, tmax=tmax.astype(np.float64) * spec.dt,
+        trace=tr if trace else None, first_spike=fs_time, spike_counts=spike_counts, grazing=int(graze.sum()),
+        weight=w_int, _lay=lay, _W=W, _tape=(tape_step, tape_id, tape_d, ntape), _tmax_step=tmax, _fs_step=fs_step,
+    )
+
+
+def backward(fw: Forward, g: ReadoutGrads, record: int | None = None):
+    """EventProp adjoint pass. Returns dL/dW as a dict shaped like the parameters.
+
+    record: a sample index whose lambda_V / lambda_I traces (shape (N+1, neurons), index m = t_m)
+    are also returned as ``(grads, lamV, lamI)``, for analysis.
+    """
+    lay, W = fw._lay, fw._W
+    dtype = W.dtype.type
+    B, N = fw.batch.ptr.shape[0], fw.batch.n_steps
+    C = fw.spec.output.size
+    NT = int(lay.sizes.sum())
+
+    def arr(x, shape):
+        if x is None:
+            return np.zeros(shape, dtype=W.dtype)
+        x = np.asarray(x)
+        if x.shape != shape:
+            raise UserError(f"readout gradient has shape {x.shape}, expected {shape}")
+        if not np.all(np.isfinite(x)):
+            raise UserError("readout gradient contains NaN or infinite values")
+        return np.ascontiguousarray(x, dtype=W.dtype)
+
+    g_int = arr(g.integral, (B, C))
+    g_max = arr(g.vmax, (B, C))
+    use_trace = g.trace is not None
+    g_trace = arr(g.trace, (B, N, C)) if use_trace else np.zeros((1, 1, 1), dtype=W.dtype)
+    g_spk = arr(g.first_spike, (B, C))
+    reg = np.zeros((B, NT), dtype=W.dtype)
+    if g.spike_counts is not None:
+        for l, gl in enumerate(g.spike_counts):
+            if gl is None:
+                continue
+            H = int(lay.sizes[l])
+            gl = np.broadcast_to(np.asarray(gl, dtype=W.dtype), (B, H))
+            reg[:, lay.noff[l] : lay.noff[l] + H] = gl
+    n_chunks = min(N_CHUNKS, max(B, 1))
+    dWc = np.empty((n_chunks, lay.n_weights), dtype=W.dtype)
+    dW = np.empty(lay.n_weights, dtype=W.dtype)
+    if record is not None:
+        rec_b = int(record)
+        rec_V = np.zeros((N + 1, NT), dtype=W.dtype)
+        rec_I = np.zeros((N + 1, NT), dtype=W.dtype)
+    else:
+        rec_b = -1
+        rec_V = np.zeros((1, 1), dtype=W.dtype)
+        rec_I = np.zeros((1, 1), dtype=W.dtype)
+    st, nid, d, nt = fw._tape
+    in_ptr = np.ascontiguousarray(fw.batch.ptr, dtype=np.int64)
+    in_units = np.ascontiguousarray(fw.batch.units, dtype=np.int32)
+    _kernels.backward_batch(
+        in_ptr, in_units, W, lay.sizes, lay.noff, lay.ff_off, lay.rec_off, lay.spiking, lay.thr,
+        lay.alpha, lay.beta, lay.cbw, lay.tau_s, lay.tau_m, N, dtype(1.0 / N),
+        st, nid, d, nt,
+        fw.weight, g_int, g_max, fw._tmax_step, g_trace, use_trace, g_spk, fw._fs_step, reg,
+        dWc, dW, rec_b, rec_V, rec_I,
+    )
+    grads = unflatten(lay, dW)
+    if record is not None:
+        return grads, rec_V, rec_I
+    return grads
+
+
+def set_threads(n: int | None) -> None:
+    """Limit the engine's threads (None: numba's default, all cores)."""
+    import numba
+
+    numba.set_num_threads(n or numba.config.NUMBA_NUM_THREADS)
+
+
+if os.environ.get("EVENTPROP_THREADS"):
+    set_threads(int(os.environ["EVENTPROP_THREADS"]))

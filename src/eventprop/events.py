@@ -1,0 +1,226 @@
+"""Spike data containers: ragged event datasets and per-batch spike structures on the dt grid.
+
+Whole datasets are kept as ragged arrays (one flat ``times``/``units`` array plus per-sample
+``offsets``); they are never dense over time x channels. A minibatch is turned on the fly into a
+:class:`SpikeBatch`, a per-step CSR structure: the input spikes of sample ``b`` in step ``n`` are
+``units[ptr[b, n]:ptr[b, n + 1]]``.
+
+Binning convention: a spike at time ``t`` (ms) falls in step ``n = floor(t / dt)`` and reaches its
+targets at ``t_n = n * dt``, the start of that step. Spikes with ``n >= n_steps`` (after the trial
+end T = n_steps * dt) are cropped. At most one spike per (unit, step) is kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import DataError
+
+
+@dataclass
+class EventDataset:
+    """A labelled spike dataset held as ragged arrays.
+
+    times:    float64 (total_spikes,), spike times in ms, relative to the sample start.
+    units:    int32 (total_spikes,), input channel of each spike, in [0, n_units).
+    offsets:  int64 (n_samples + 1,), sample i owns times[offsets[i]:offsets[i + 1]].
+    labels:   int64 (n_samples,), class of each sample, in [0, n_classes).
+    n_units:  number of input channels.
+    n_classes: number of classes.
+    speakers: optional int64 (n_samples,), speaker id (for leave-one-speaker-out folds).
+    name:     a short name for messages.
+    """
+
+    times: np.ndarray
+    units: np.ndarray
+    offsets: np.ndarray
+    labels: np.ndarray
+    n_units: int
+    n_classes: int
+    speakers: np.ndarray | None = None
+    name: str = "dataset"
+    class_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.times = np.ascontiguousarray(self.times, dtype=np.float64)
+        self.units = np.ascontiguousarray(self.units, dtype=np.int32)
+        self.offsets = np.ascontiguousarray(self.offsets, dtype=np.int64)
+        self.labels = np.ascontiguousarray(self.labels, dtype=np.int64)
+        if self.speakers is not None:
+            self.speakers = np.ascontiguousarray(self.speakers, dtype=np.int64)
+        self.validate()
+
+    def validate(self) -> None:
+        n = len(self.labels)
+        if self.offsets.shape != (n + 1,):
+            raise DataError(f"{self.name}: offsets has shape {self.offsets.shape}, expected ({n + 1},)")
+        if self.times.shape != self.units.shape or self.times.ndim != 1:
+            raise DataError(f"{self.name}: times and units must be 1-D arrays of equal length")
+        if n and (self.offsets[0] != 0 or self.offsets[-1] != len(self.times) or np.any(np.diff(self.offsets) < 0)):
+            raise DataError(f"{self.name}: offsets must rise from 0 to the number of spikes")
+        if len(self.times):
+            if not np.all(np.isfinite(self.times)):
+                raise DataError(f"{self.name}: spike times contain NaN or infinite values")
+            if self.times.min() < 0:
+                raise DataError(f"{self.name}: negative spike time {self.times.min():g} ms; expected times >= 0")
+            if self.units.min() < 0 or self.units.max() >= self.n_units:
+                raise DataError(
+                    f"{self.name}: spike unit {int(self.units.min()) if self.units.min() < 0 else int(self.units.max())} "
+                    f"out of range; expected 0 <= unit < {self.n_units}"
+                )
+        if n and (self.labels.min() < 0 or self.labels.max() >= self.n_classes):
+            bad = int(self.labels.min()) if self.labels.min() < 0 else int(self.labels.max())
+            raise DataError(f"{self.name}: label {bad} out of range; expected 0 <= label < {self.n_classes}")
+        if self.speakers is not None and self.speakers.shape != (n,):
+            raise DataError(f"{self.name}: speakers has shape {self.speakers.shape}, expected ({n},)")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def sample(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b = self.offsets[i], self.offsets[i + 1]
+        return self.times[a:b], self.units[a:b]
+
+    def subset(self, idx: np.ndarray, name: str | None = None) -> "EventDataset":
+        """A new dataset holding samples ``idx`` (in that order)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        counts = self.offsets[idx + 1] - self.offsets[idx]
+        offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        gather = _ragged_gather(self.offsets, idx, offsets[-1])
+        return EventDataset(
+            times=self.times[gather],
+            units=self.units[gather],
+            offsets=offsets,
+            labels=self.labels[idx],
+            n_units=self.n_units,
+            n_classes=self.n_classes,
+            speakers=None if self.speakers is None else self.speakers[idx],
+            name=name or self.name,
+            class_names=list(self.class_names),
+        )
+
+    def spikes_per_sample(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @classmethod
+    def from_lists(cls, times, units, labels, n_units, n_classes, speakers=None, name="dataset", class_names=None):
+        """Build from per-sample lists of time and unit arrays."""
+        if len(times) != len(units) or len(times) != len(labels):
+            raise DataError(f"{name}: times, units and labels must have the same number of samples")
+        counts = np.array([len(t) for t in times], dtype=np.int64)
+        for t, u in zip(times, units):
+            if len(t) != len(u):
+                raise DataError(f"{name}: a sample has {len(t)} times but {len(u)} units")
+        offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        cat_t = np.concatenate([np.asarray(t, dtype=np.float64) for t in times]) if len(times) else np.zeros(0)
+        cat_u = np.concatenate([np.asarray(u, dtype=np.int64) for u in units]) if len(units) else np.zeros(0, np.int64)
+        return cls(cat_t, cat_u, offsets, np.asarray(labels), n_units, n_classes, speakers, name, list(class_names or []))
+
+
+def _ragged_gather(offsets: np.ndarray, idx: np.ndarray, total: int) -> np.ndarray:
+    """Flat indices of the events of samples ``idx``, in order."""
+    starts = offsets[idx]
+    counts = offsets[idx + 1] - starts
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    # position within each sample's run, then add that sample's start
+    run_start = np.repeat(np.cumsum(counts) - counts, counts)
+    return np.repeat(starts, counts) + (np.arange(total, dtype=np.int64) - run_start)
+
+
+@dataclass
+class SpikeBatch:
+    """Input spikes of a minibatch on the dt grid, as per-step CSR.
+
+    ptr:    int64 (B, n_steps + 1); the spikes of sample b in step n are units[ptr[b, n]:ptr[b, n+1]].
+    units:  int32 (total,), input unit indices.
+    labels: int64 (B,).
+    n_steps, dt: grid; the trial lasts T = n_steps * dt ms.
+    """
+
+    ptr: np.ndarray
+    units: np.ndarray
+    labels: np.ndarray
+    n_steps: int
+    dt: float
+
+    @property
+    def batch_size(self) -> int:
+        return self.ptr.shape[0]
+
+    def counts(self) -> np.ndarray:
+        """Input spikes per sample."""
+        return self.ptr[:, -1] - self.ptr[:, 0]
+
+
+def bin_events(
+    times: np.ndarray, units: np.ndarray, n_units: int, dt: float, n_steps: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bin one sample's events onto the grid: returns (steps, units), sorted by step then unit,
+    cropped to [0, n_steps), with duplicate (unit, step) pairs removed."""
+    steps = np.floor(np.asarray(times, dtype=np.float64) / dt).astype(np.int64)
+    u = np.asarray(units, dtype=np.int64)
+    keep = (steps >= 0) & (steps < n_steps) & (u >= 0) & (u < n_units)
+    key = np.unique(steps[keep] * n_units + u[keep])  # sorted, de-duplicated
+    return key // n_units, (key % n_units).astype(np.int32)
+
+
+def make_batch(
+    ds: EventDataset,
+    idx: np.ndarray,
+    dt: float,
+    n_steps: int,
+    dropout: float = 0.0,
+    rng: np.random.Generator | None = None,
+) -> SpikeBatch:
+    """Turn samples ``idx`` of a ragged dataset into a :class:`SpikeBatch`.
+
+    ``dropout`` removes each input spike independently with that probability (training only),
+    using ``rng``.
+    """
+    idx = np.asarray(idx, dtype=np.int64)
+    B = len(idx)
+    ptr = np.zeros((B, n_steps + 1), dtype=np.int64)
+    all_units = []
+    total = 0
+    for j, i in enumerate(idx):
+        t, u = ds.sample(int(i))
+        steps, uu = bin_events(t, u, ds.n_units, dt, n_steps)
+        if dropout > 0.0 and len(uu):
+            if rng is None:
+                raise ValueError("dropout needs an rng")
+            keep = rng.random(len(uu)) >= dropout
+            steps, uu = steps[keep], uu[keep]
+        counts = np.bincount(steps, minlength=n_steps)
+        ptr[j, 0] = total
+        np.cumsum(counts, out=ptr[j, 1:])
+        ptr[j, 1:] += total
+        total += len(uu)
+        all_units.append(uu)
+    units = np.concatenate(all_units).astype(np.int32) if all_units else np.zeros(0, np.int32)
+    return SpikeBatch(ptr=ptr, units=units, labels=ds.labels[idx].copy(), n_steps=n_steps, dt=dt)
+
+
+def batch_from_arrays(step_lists: list[tuple[np.ndarray, np.ndarray]], labels, n_steps: int, dt: float) -> SpikeBatch:
+    """Build a SpikeBatch from per-sample (steps, units) arrays already on the grid (used in tests)."""
+    B = len(step_lists)
+    ptr = np.zeros((B, n_steps + 1), dtype=np.int64)
+    parts = []
+    total = 0
+    for j, (steps, uu) in enumerate(step_lists):
+        steps = np.asarray(steps, dtype=np.int64)
+        uu = np.asarray(uu, dtype=np.int32)
+        order = np.lexsort((uu, steps))
+        steps, uu = steps[order], uu[order]
+        counts = np.bincount(steps, minlength=n_steps)[:n_steps]
+        ptr[j, 0] = total
+        np.cumsum(counts, out=ptr[j, 1:])
+        ptr[j, 1:] += total
+        total += len(uu)
+        parts.append(uu)
+    units = np.concatenate(parts).astype(np.int32) if parts else np.zeros(0, np.int32)
+    return SpikeBatch(ptr, units, np.asarray(labels, dtype=np.int64), n_steps, dt)

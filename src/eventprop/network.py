@@ -1,0 +1,146 @@
+"""Network description and parameters.
+
+A network reads like its diagram: ``n_in`` spike sources -> one or more hidden layers of LIF
+neurons (each optionally recurrent) -> an output layer of leaky integrators (``kind="li"``) or
+spiking LIF neurons (``kind="lif"``). Connections are dense between consecutive layers.
+
+Parameters are plain arrays in a plain dict:
+
+* ``"ff0"``: (n_in, H0) input -> hidden 0;  ``"ff{i}"``: (H_{i-1}, H_i) hidden i-1 -> hidden i;
+* ``"rec{i}"``: (H_i, H_i) recurrent weights of hidden layer i (row = presynaptic neuron,
+  self-connections allowed);
+* ``"ff{L}"``: (H_{L-1}, n_out) last hidden -> output, with L = number of hidden layers.
+
+Rows are presynaptic neurons, so a spike of neuron ``i`` adds row ``i`` to its targets' currents.
+Time constants may be scalars (per layer) or arrays (per neuron); tau_syn belongs to the
+postsynaptic neuron.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import ConfigError
+
+
+@dataclass
+class LayerSpec:
+    size: int
+    tau_mem: float | np.ndarray = 20.0
+    tau_syn: float | np.ndarray = 5.0
+    threshold: float = 1.0
+    recurrent: bool = False
+
+
+@dataclass
+class OutputSpec:
+    size: int
+    kind: str = "li"  # "li" (non-spiking leaky integrator) or "lif" (spiking)
+    tau_mem: float | np.ndarray = 20.0
+    tau_syn: float | np.ndarray = 5.0
+    threshold: float = 1.0
+
+
+@dataclass
+class NetworkSpec:
+    n_in: int
+    hidden: list[LayerSpec]
+    output: OutputSpec
+    dt: float = 1.0
+    grazing_eps: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.n_in < 1:
+            raise ConfigError(f"model: n_in must be >= 1, got {self.n_in}")
+        if len(self.hidden) < 1:
+            raise ConfigError("model.hidden: at least one hidden layer is required")
+        for i, h in enumerate(self.hidden):
+            if int(h.size) < 1:
+                raise ConfigError(f"model.hidden[{i}]: size must be >= 1, got {h.size}")
+            if not h.threshold > 0:
+                raise ConfigError(f"model.hidden[{i}]: threshold must be > 0, got {h.threshold}")
+        if self.output.kind not in ("li", "lif"):
+            raise ConfigError(f"model.output: kind must be 'li' or 'lif', got {self.output.kind!r}")
+        if not self.dt > 0:
+            raise ConfigError(f"model.dt_ms must be > 0, got {self.dt}")
+        for name, layer in self.layers():
+            for attr in ("tau_mem", "tau_syn"):
+                v = np.asarray(getattr(layer, attr), dtype=np.float64)
+                if v.ndim not in (0, 1) or (v.ndim == 1 and v.shape[0] != layer.size):
+                    raise ConfigError(f"{name}.{attr}: expected a scalar or an array of {layer.size} values")
+                if not np.all(v > 0):
+                    raise ConfigError(f"{name}.{attr}: time constants must be > 0 ms")
+
+    def layers(self):
+        """(name, spec) of every neuron layer in order: hidden layers, then the output."""
+        return [(f"hidden{i}", h) for i, h in enumerate(self.hidden)] + [("output", self.output)]
+
+    @property
+    def sizes(self) -> list[int]:
+        return [h.size for h in self.hidden] + [self.output.size]
+
+    def param_shapes(self) -> dict[str, tuple[int, int]]:
+        shapes: dict[str, tuple[int, int]] = {}
+        pre = self.n_in
+        for i, h in enumerate(self.hidden):
+            shapes[f"ff{i}"] = (pre, h.size)
+            if h.recurrent:
+                shapes[f"rec{i}"] = (h.size, h.size)
+            pre = h.size
+        shapes[f"ff{len(self.hidden)}"] = (pre, self.output.size)
+        return shapes
+
+
+@dataclass
+class InitSpec:
+    """Normal(mean, sd) initialisation per connection kind, as the paper (Table 2)."""
+
+    input_mean: float = 0.03
+    input_sd: float = 0.01
+    hidden_mean: float = 0.02  # hidden -> hidden feed-forward (deeper networks)
+    hidden_sd: float = 0.01
+    rec_mean: float = 0.0
+    rec_sd: float = 0.02
+    out_mean: float = 0.0
+    out_sd: float = 0.03
+    extra: dict = field(default_factory=dict)
+
+
+def init_params(spec: NetworkSpec, init: InitSpec | None = None, seed: int = 0, dtype=np.float32) -> dict[str, np.ndarray]:
+    """Draw all weights from Normal(mean, sd) per connection, from one seeded generator.
+
+    The draw order is fixed (ff0, rec0, ff1, rec1, ..., output), so the same seed always gives
+    the same network.
+    """
+    init = init or InitSpec()
+    rng = np.random.default_rng(seed)
+    params: dict[str, np.ndarray] = {}
+    L = len(spec.hidden)
+    for name, shape in spec.param_shapes().items():
+        if name.startswith("rec"):
+            mean, sd = init.rec_mean, init.rec_sd
+        elif name == "ff0":
+            mean, sd = init.input_mean, init.input_sd
+        elif name == f"ff{L}":
+            mean, sd = init.out_mean, init.out_sd
+        else:
+            mean, sd = init.hidden_mean, init.hidden_sd
+        params[name] = rng.normal(mean, sd, size=shape).astype(dtype)
+    return params
+
+
+def check_params(spec: NetworkSpec, params: dict[str, np.ndarray]) -> None:
+    """Raise ConfigError unless ``params`` has exactly the arrays ``spec`` needs, finite."""
+    shapes = spec.param_shapes()
+    missing = set(shapes) - set(params)
+    extra = set(params) - set(shapes)
+    if missing or extra:
+        raise ConfigError(f"parameters: expected arrays {sorted(shapes)}, got {sorted(params)}")
+    for k, shp in shapes.items():
+        a = params[k]
+        if tuple(a.shape) != shp:
+            raise ConfigError(f"parameters[{k!r}]: shape {tuple(a.shape)}, expected {shp}")
+        if not np.all(np.isfinite(a)):
+            raise ConfigError(f"parameters[{k!r}]: contains NaN or infinite values")

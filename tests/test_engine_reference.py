@@ -1,0 +1,139 @@
+"""The numba engine against the slow NumPy reference of the same discrete algorithm."""
+
+import numpy as np
+import pytest
+
+from eventprop.engine import ReadoutGrads, backward, forward
+from eventprop.events import batch_from_arrays
+from eventprop.network import InitSpec, LayerSpec, NetworkSpec, OutputSpec, init_params
+from reference import reference_run
+
+STRONG = InitSpec(input_mean=1.2, input_sd=0.6, hidden_mean=1.0, hidden_sd=0.8, rec_mean=0.0, rec_sd=0.5,
+                  out_mean=0.4, out_sd=0.8)
+
+CASES = {
+    "ffwd": dict(hidden=[LayerSpec(7)], out="li"),
+    "recurrent": dict(hidden=[LayerSpec(7, recurrent=True)], out="li"),
+    "two_hidden_rec": dict(hidden=[LayerSpec(6, recurrent=True), LayerSpec(5, tau_mem=15.0, tau_syn=3.0)], out="li"),
+    "per_neuron_tau": dict(hidden=[LayerSpec(5, tau_mem=np.linspace(10, 30, 5), tau_syn=np.array([5.0, 2, 8, 5, 20]),
+                                             recurrent=True)], out="li"),
+    "lif_out": dict(hidden=[LayerSpec(8, recurrent=True)], out="lif"),
+}
+
+
+def make_case(name, seed, dtype, n_steps=40, B=5, n_in=6, C=3):
+    c = CASES[name]
+    out = OutputSpec(C, kind=c["out"], tau_mem=20.0, tau_syn=5.0)
+    spec = NetworkSpec(n_in=n_in, hidden=c["hidden"], output=out, dt=1.0)
+    init = STRONG
+    if c["out"] == "lif":
+        init = InitSpec(**{**STRONG.__dict__, "out_mean": 1.5, "out_sd": 1.0})
+    params = init_params(spec, init, seed=seed, dtype=dtype)
+    rng = np.random.default_rng(seed + 100)
+    lists = []
+    for b in range(B):
+        k = rng.integers(5, 60)
+        key = np.unique(rng.integers(0, n_steps - 5, k) * n_in + rng.integers(0, n_in, k))
+        lists.append((key // n_in, key % n_in))
+    batch = batch_from_arrays(lists, rng.integers(0, C, B), n_steps, 1.0)
+    rg = ReadoutGrads(
+        integral=rng.normal(size=(B, C)), vmax=rng.normal(size=(B, C)), trace=rng.normal(size=(B, n_steps, C)) * 0.1,
+        first_spike=rng.normal(size=(B, C)) * 0.1,
+        spike_counts=[rng.normal(size=(B, h.size)) * 0.05 for h in spec.hidden],
+    )
+    weight = np.exp(-np.arange(1, n_steps + 1) / n_steps)
+    return spec, params, batch, rg, weight, lists
+
+
+def ref_inputs(lists, b, n_steps):
+    steps, units = lists[b]
+    return [units[steps == n] for n in range(n_steps)]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_engine_matches_reference_float64(name, seed):
+    spec, params, batch, rg, weight, lists = make_case(name, seed, np.float64)
+    fw = forward(spec, params, batch, weight=weight, trace=True)
+    grads = backward(fw, rg)
+    B, N = batch.ptr.shape[0], batch.n_steps
+    total = {k: np.zeros_like(v, dtype=np.float64) for k, v in params.items()}
+    n_spikes_total = 0
+    for b in range(B):
+        ref = reference_run(
+            spec, params, ref_inputs(lists, b, N), N, weight=weight, g_int=rg.integral[b], g_max=rg.vmax[b],
+            g_trace=rg.trace[b], g_spk=rg.first_spike[b], g_counts=[g[b] for g in rg.spike_counts],
+        )
+        # identical spikes (step, neuron) and identical d
+        st, nid, d = fw.tape(b)
+        lay = fw._lay
+        ref_sp = [(s, lay.noff[l] + i) for (s, l, i, _) in ref["spikes"]]
+        assert sorted(zip(st.tolist(), nid.tolist())) == sorted(ref_sp)
+        n_spikes_total += len(ref_sp)
+        np.testing.assert_allclose(sorted(d), sorted(x[3] for x in ref["spikes"]), rtol=1e-10)
+        if spec.output.kind == "li":
+            np.testing.assert_allclose(fw.integral[b], ref["integral"], rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(fw.vmax[b], ref["vmax"], rtol=1e-10)
+            np.testing.assert_allclose(fw.trace[b], ref["trace"], rtol=1e-10, atol=1e-12)
+        else:
+            np.testing.assert_allclose(fw.first_spike[b], ref["first_spike"], rtol=1e-10)
+        for l in range(len(spec.hidden)):
+            np.testing.assert_array_equal(fw.spike_counts[l][b], ref["counts"][l])
+        for k in total:
+            total[k] += ref["grads"][k]
+    assert n_spikes_total > 0
+    for k in total:
+        scale = np.abs(total[k]).max() + 1e-30
+        np.testing.assert_allclose(grads[k], total[k], rtol=1e-9, atol=1e-10 * scale, err_msg=k)
+    # the gradient is not trivially zero
+    assert sum(np.abs(g).sum() for g in grads.values()) > 0
+
+
+@pytest.mark.parametrize("name", ["recurrent", "two_hidden_rec", "lif_out"])
+def test_engine_float32_close_to_reference(name):
+    spec, params, batch, rg, weight, lists = make_case(name, 5, np.float32)
+    fw = forward(spec, params, batch, weight=weight, trace=True)
+    grads = backward(fw, rg)
+    N = batch.n_steps
+    total = {k: np.zeros(v.shape) for k, v in params.items()}
+    same_spikes = 0
+    for b in range(batch.ptr.shape[0]):
+        ref = reference_run(
+            spec, params, ref_inputs(lists, b, N), N, weight=weight, g_int=rg.integral[b], g_max=rg.vmax[b],
+            g_trace=rg.trace[b], g_spk=rg.first_spike[b], g_counts=[g[b] for g in rg.spike_counts],
+        )
+        st, nid, _ = fw.tape(b)
+        ref_sp = [(s, fw._lay.noff[l] + i) for (s, l, i, _) in ref["spikes"]]
+        same_spikes += sorted(zip(st.tolist(), nid.tolist())) == sorted(ref_sp)
+        for k in total:
+            total[k] += ref["grads"][k]
+    assert same_spikes == batch.ptr.shape[0]
+    for k in total:
+        scale = np.abs(total[k]).max()
+        np.testing.assert_allclose(grads[k], total[k], rtol=2e-4, atol=2e-5 * scale, err_msg=k)
+
+
+def test_deterministic_across_thread_counts():
+    import numba
+
+    spec, params, batch, rg, weight, _ = make_case("recurrent", 3, np.float32, B=13)
+    results = []
+    for nt in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+        numba.set_num_threads(nt)
+        fw = forward(spec, params, batch, weight=weight, trace=True)
+        results.append(backward(fw, rg))
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    for k in results[0]:
+        np.testing.assert_array_equal(results[0][k], results[-1][k])
+
+
+def test_tape_grows_instead_of_dropping_spikes():
+    # many spikes per sample: more than the initial tape capacity
+    spec = NetworkSpec(n_in=4, hidden=[LayerSpec(30)], output=OutputSpec(2), dt=1.0)
+    params = init_params(spec, InitSpec(input_mean=3.0, input_sd=0.1), seed=0, dtype=np.float64)
+    N = 200
+    lists = [(np.repeat(np.arange(N), 4), np.tile(np.arange(4), N))]
+    batch = batch_from_arrays(lists, [0], N, 1.0)
+    fw = forward(spec, params, batch)
+    ref = reference_run(spec, params, [np.arange(4)] * N, N)
+    assert fw.n_spikes[0] == len(ref["spikes"]) > 64 * 4
