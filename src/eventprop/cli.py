@@ -1,0 +1,148 @@
+"""Command line: ``eventprop train | eval | xval | config show | plot | bench``.
+
+User mistakes (bad config, missing file, ...) print one line ``error: ...`` and exit with status 2,
+without a traceback.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import UserError
+
+
+def _fail(e: Exception) -> None:
+    click.echo(f"error: {e}", err=True)
+    sys.exit(2)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            _fail(e)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="eventprop")
+def main():
+    """Train spiking neural networks with exact EventProp gradients.
+
+    Run `eventprop train` to train the embedded default (Yin-Yang, no download).
+    """
+
+
+def _resolve(config, sets):
+    from .config import resolve
+
+    return resolve(config, list(sets))
+
+
+def _default_out(cfg) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stamp}-{cfg.data.name}-{cfg.loss.name}"
+
+
+@main.command()
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a setting, e.g. train.epochs=5 (repeatable)")
+@click.option("--out", type=click.Path(file_okay=False), help="results folder (default: runs/<timestamp>-<data>-<loss>)")
+@click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def train(config, sets, out, resume, quiet):
+    """Train a network (CONFIG: YAML/JSON file; default: the embedded Yin-Yang job)."""
+    from .train import run
+
+    cfg = _resolve(config, sets)
+    if resume and not out:
+        raise UserError("--resume needs --out DIR (the folder of the run to continue)")
+    out_dir = Path(out) if out else _default_out(cfg)
+    summary = run(cfg, out_dir, resume=resume, quiet=quiet)
+    click.echo(
+        f"done: best epoch {summary['best_epoch']} ({summary['selection']}): train acc {summary['train_accuracy']}, "
+        f"val acc {summary['val_accuracy']}, test acc {summary['test_accuracy']}; "
+        f"{summary['seconds_per_epoch']} s/epoch; results in {out_dir}"
+    )
+
+
+@main.command("eval")
+@click.argument("checkpoint", type=click.Path(dir_okay=True))
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="config (default: config.yaml beside the checkpoint)")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a setting, e.g. data.path=...")
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+def eval_(checkpoint, config, sets, split):
+    """Evaluate a trained network (CHECKPOINT: a .npz file or a results folder, which uses best.npz)."""
+    from .config import resolve
+    from .train import build_loss, build_spec, evaluate, load_checkpoint, load_data, n_steps_of
+
+    ck = Path(checkpoint)
+    if ck.is_dir():
+        ck = ck / "best.npz"
+    if config is None:
+        config = str(ck.parent / "config.yaml")
+        if not Path(config).is_file():
+            raise UserError(f"no config.yaml beside {str(ck)!r}; pass --config")
+    cfg = resolve(config, list(sets))
+    params = load_checkpoint(ck)
+    data = load_data(cfg)
+    ds = data.get(split)
+    if ds is None:
+        raise UserError(f"dataset {cfg.data.name} has no {split} split in this config")
+    spec = build_spec(cfg, data["train"].n_units, data["train"].n_classes)
+    from .network import check_params
+
+    check_params(spec, params)
+    res = evaluate(spec, params, ds, build_loss(cfg), n_steps_of(cfg), cfg.train.eval_batch_size)
+    click.echo(f"{split}: accuracy {res.accuracy:.4f} ({int((res.pred == res.labels).sum())}/{len(res.labels)}), loss {res.loss:.4f}")
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE")
+@click.option("--out", type=click.Path(file_okay=False), help="folder for the fold runs and the table")
+@click.option("--quiet", is_flag=True)
+def xval(config, sets, out, quiet):
+    """Leave-one-speaker-out cross-validation, repeated over xval.seeds; writes xval.csv and xval.md."""
+    from .xval import run_xval
+
+    cfg = _resolve(config, sets)
+    out_dir = Path(out) if out else _default_out(cfg).with_name(_default_out(cfg).name + "-xval")
+    table = run_xval(cfg, out_dir, quiet=quiet)
+    click.echo(table)
+
+
+@main.group()
+def config():
+    """Inspect configurations."""
+
+
+@config.command("show")
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE")
+def config_show(config, sets):
+    """Print the fully resolved config with every default."""
+    from .config import to_yaml
+
+    click.echo(to_yaml(_resolve(config, sets)), nl=False)
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), default="figures", show_default=True)
+@click.option("--sample", type=int, default=0, show_default=True, help="test sample for raster / lambda plots")
+def plot(runs, out, sample):
+    """Figures from result folders: learning curves, summary bars, spike raster, lambda traces."""
+    from .plots import plot_runs
+
+    for p in plot_runs([Path(r) for r in runs], Path(out), sample=sample):
+        click.echo(p)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

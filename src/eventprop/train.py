@@ -1,0 +1,308 @@
+"""Training and evaluation: a run is a pure function of its config, writing one results folder.
+
+Results folder (the contract other tools read):
+
+* ``config.yaml``   the resolved config;
+* ``metrics.csv``   one row per epoch: epoch, train_loss, train_accuracy, val_loss, val_accuracy,
+  test_accuracy, lr, seconds (training time of the epoch), eval_seconds, skipped_batches,
+  grazing, and the mean spike count per neuron of each hidden layer (hidden0_rate, ...);
+* ``summary.json``  test_accuracy (at the selected epoch), best_epoch, train_accuracy,
+  val_accuracy, epochs, seconds_per_epoch, selection rule, library version, ...;
+* ``checkpoint.npz`` (latest, every epoch) and ``best.npz`` (selected epoch): parameters,
+  optimiser and schedule state; plain .npz, no pickle.
+
+Every file is written atomically. ``resume=True`` continues from checkpoint.npz and gives exactly
+the numbers an uninterrupted run would have given (all randomness is derived from
+(seed, epoch)).
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from . import io as fio
+from .config import RunConfig, to_yaml
+from .engine import forward, set_threads
+from .errors import ConfigError, DataError, UserError
+from .events import EventDataset, make_batch
+from .losses import SpikeCountRegulariser, get_loss, value_and_grad
+from .network import InitSpec, LayerSpec, NetworkSpec, OutputSpec, init_params
+from .optim import Adam, Schedule
+
+METRIC_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_accuracy", "lr",
+                 "seconds", "eval_seconds", "skipped_batches", "grazing"]
+
+
+def build_spec(cfg: RunConfig, n_in: int, n_classes: int) -> NetworkSpec:
+    m = cfg.model
+    loss = get_loss(cfg.loss.name)
+    rec = m.recurrent_list()
+    hidden = [LayerSpec(h, m.tau_mem, m.tau_syn, m.threshold, r) for h, r in zip(m.hidden, rec)]
+    out = OutputSpec(n_classes, loss.output_kind, m.out_tau_mem, m.out_tau_syn, m.threshold)
+    return NetworkSpec(n_in=n_in, hidden=hidden, output=out, dt=m.dt_ms, grazing_eps=m.grazing_eps)
+
+
+def build_loss(cfg: RunConfig):
+    lc = cfg.loss
+    return get_loss(lc.name, tau0=lc.tau0, tau1=lc.tau1, alpha=lc.alpha, tau_acc=lc.tau_acc)
+
+
+def n_steps_of(cfg: RunConfig) -> int:
+    n = int(round(cfg.data.trial_ms / cfg.model.dt_ms))
+    if n < 1:
+        raise ConfigError("data.trial_ms must be at least one time step (model.dt_ms)")
+    return n
+
+
+def load_data(cfg: RunConfig) -> dict[str, EventDataset | None]:
+    from .data import load_dataset
+    from .data.augment import delay_line
+
+    d = cfg.data
+    splits = load_dataset(d.name, d.path, trial_ms=d.trial_ms, dt_ms=cfg.model.dt_ms, n_val=d.n_val,
+                          seed=cfg.train.seed, download=d.download)
+    out = {}
+    for k in ("train", "val", "test"):
+        ds = splits.get(k)
+        if ds is not None:
+            lim = d.limit_train if k == "train" else d.limit_test if k == "test" else None
+            if lim is not None and lim < len(ds):
+                ds = ds.subset(np.arange(lim))
+            if d.delay_copies > 1:
+                ds = delay_line(ds, d.delay_copies, d.delay_ms)
+        out[k] = ds
+    if out.get("train") is None or len(out["train"]) == 0:
+        raise DataError(f"data {d.name}: no training samples")
+    return out
+
+
+def augment(cfg: RunConfig, ds: EventDataset, rng: np.random.Generator) -> EventDataset:
+    a = cfg.data.augment
+    if not (a.shift or a.jitter or a.dilate or a.blend):
+        return ds
+    from .data import augment as aug
+
+    if a.shift:
+        ds = aug.random_shift(ds, a.shift, rng)
+    if a.jitter:
+        ds = aug.id_jitter(ds, a.jitter, rng)
+    if a.dilate:
+        ds = aug.random_dilate(ds, a.dilate[0], a.dilate[1], rng)
+    if a.blend:
+        ds = aug.blend(ds, a.blend, a.blend_probs, rng)
+    return ds
+
+
+@dataclass
+class EvalResult:
+    accuracy: float
+    loss: float
+    pred: np.ndarray
+    labels: np.ndarray
+
+
+def evaluate(spec: NetworkSpec, params, ds: EventDataset, loss, n_steps: int, batch_size: int = 256) -> EvalResult:
+    """Accuracy and mean loss on a dataset (no dropout, no augmentation)."""
+    preds, losses = [], []
+    for s in range(0, len(ds), batch_size):
+        idx = np.arange(s, min(s + batch_size, len(ds)))
+        batch = make_batch(ds, idx, spec.dt, n_steps)
+        w = loss.weight(n_steps, spec.dt, batch)
+        fw = forward(spec, params, batch, weight=w, trace=(loss.readout == "trace"))
+        res = loss(fw, batch.labels)
+        preds.append(res.pred)
+        losses.append(res.per_sample)
+    pred = np.concatenate(preds) if preds else np.zeros(0, np.int64)
+    per = np.concatenate(losses) if losses else np.zeros(0)
+    acc = float((pred == ds.labels).mean()) if len(ds) else float("nan")
+    return EvalResult(acc, float(per.mean()) if len(per) else float("nan"), pred, ds.labels)
+
+
+def _metrics_csv(rows: list[dict], fields: list[str]) -> str:
+    buf = _io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r[k]) for k in fields})
+    return buf.getvalue()
+
+
+def _progress(total: int, desc: str, quiet: bool):
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        return None
+    return tqdm(total=total, desc=desc, leave=False, disable=quiet or not sys.stderr.isatty(), unit="batch")
+
+
+def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, quiet: bool = False,
+        log=print) -> dict:
+    """Train according to ``cfg`` and write the results folder ``out_dir``. Returns the summary."""
+    out = Path(out_dir)
+    if cfg.train.threads:
+        set_threads(cfg.train.threads)
+    ckpt_path = out / "checkpoint.npz"
+    if resume and not ckpt_path.is_file():
+        raise UserError(f"--resume: no checkpoint.npz in {str(out)!r}")
+    if not resume and (out / "metrics.csv").exists():
+        raise UserError(f"output folder {str(out)!r} already holds a run; use --resume or another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    if resume and (out / "config.yaml").is_file():
+        from .config import load_file, validate
+
+        saved = validate(load_file(out / "config.yaml"))
+        if saved.model_dump() != cfg.model_dump():
+            raise UserError(f"--resume: the config differs from {str(out / 'config.yaml')!r}; resume with the same config")
+    fio.write_text(out / "config.yaml", to_yaml(cfg))
+
+    data = data or load_data(cfg)
+    train_ds, val_ds, test_ds = data["train"], data.get("val"), data.get("test")
+    n_steps = n_steps_of(cfg)
+    spec = build_spec(cfg, train_ds.n_units, train_ds.n_classes)
+    loss = build_loss(cfg)
+    ic = cfg.model.init
+    dtype = np.float64 if cfg.model.dtype == "float64" else np.float32
+    params = init_params(spec, InitSpec(**ic.model_dump()), seed=cfg.train.seed, dtype=dtype)
+    t = cfg.train
+    opt = Adam(t.lr, t.beta1, t.beta2, t.eps)
+    sched = Schedule(t.lr, t.ease_in, t.ease_in_factor, t.lr_decay, t.plateau.enabled, t.plateau.fast,
+                     t.plateau.slow, t.plateau.factor, t.plateau.min_epochs)
+    reg = SpikeCountRegulariser(cfg.reg.k_upper, cfg.reg.k_lower, cfg.reg.nu)
+    fields = METRIC_FIELDS + [f"hidden{i}_rate" for i in range(len(spec.hidden))]
+    rows: list[dict] = []
+    start_epoch = 0
+    best = {"epoch": None, "score": -np.inf}
+    if resume:
+        ck = fio.load_npz(ckpt_path)
+        params = {k[len("param/"):]: v.astype(dtype) for k, v in ck.items() if k.startswith("param/")}
+        opt.load_state(ck)
+        sched.load_state(ck)
+        start_epoch = int(ck["epoch"])
+        rows = json.loads(str(ck["metrics_json"]))
+        best = json.loads(str(ck["best_json"]))
+        best["score"] = -np.inf if best["score"] is None else best["score"]
+        fio.write_text(out / "metrics.csv", _metrics_csv(rows, fields))
+        log(f"resuming {out} after epoch {start_epoch}")
+    select = t.select
+    if select == "val" and val_ds is None:
+        select = "train"
+    n_train = len(train_ds)
+    n_batches = (n_train + t.batch_size - 1) // t.batch_size
+    log(f"eventprop {__version__}: {cfg.data.name} ({n_train} train, {len(val_ds) if val_ds else 0} val, "
+        f"{len(test_ds) if test_ds else 0} test), network {spec.n_in}-{'-'.join(str(h.size) for h in spec.hidden)}"
+        f"-{spec.output.size} ({'recurrent' if any(h.recurrent for h in spec.hidden) else 'feed-forward'}, "
+        f"{spec.output.kind} output), loss {loss.name}, dt {spec.dt} ms, T {n_steps * spec.dt:g} ms, "
+        f"{t.epochs} epochs of {n_batches} batches -> {out}")
+
+    for epoch in range(start_epoch, t.epochs):
+        rng = np.random.default_rng([t.seed, epoch, 7])
+        ep_train = augment(cfg, train_ds, rng)
+        order = rng.permutation(len(ep_train))
+        t0 = time.perf_counter()
+        loss_sum, correct, seen, skipped, grazing = 0.0, 0, 0, 0, 0
+        rates = [np.zeros(h.size) for h in spec.hidden]
+        bar = _progress(n_batches, f"epoch {epoch + 1}/{t.epochs}", quiet)
+        for bi in range(0, len(order), t.batch_size):
+            idx = order[bi : bi + t.batch_size]
+            batch = make_batch(ep_train, idx, spec.dt, n_steps, dropout=t.input_dropout, rng=rng)
+            total, grads, res, fw = value_and_grad(spec, params, batch, loss, reg)
+            finite = np.isfinite(total) and all(np.all(np.isfinite(g)) for g in grads.values())
+            if finite:
+                opt.update(params, grads, sched.lr())
+            else:
+                skipped += 1
+            sched.after_batch()
+            B = len(idx)
+            loss_sum += res.value * B
+            correct += int((res.pred == batch.labels).sum())
+            seen += B
+            grazing += fw.grazing
+            for i, c in enumerate(fw.spike_counts[:-1]):
+                rates[i] += c.sum(axis=0)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
+        if bar is not None:
+            bar.close()
+        seconds = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        row = {"epoch": epoch + 1, "train_loss": round(loss_sum / seen, 6), "train_accuracy": round(correct / seen, 6),
+               "lr": sched.lr(), "seconds": round(seconds, 3), "skipped_batches": skipped, "grazing": grazing}
+        for i, r in enumerate(rates):
+            row[f"hidden{i}_rate"] = round(float(r.mean() / seen), 4)
+        if val_ds is not None:
+            ev = evaluate(spec, params, val_ds, loss, n_steps, t.eval_batch_size)
+            row["val_accuracy"], row["val_loss"] = round(ev.accuracy, 6), round(ev.loss, 6)
+        if test_ds is not None:
+            row["test_accuracy"] = round(evaluate(spec, params, test_ds, loss, n_steps, t.eval_batch_size).accuracy, 6)
+        row["eval_seconds"] = round(time.perf_counter() - t1, 3)
+        rows.append(row)
+        score = {"train": row["train_accuracy"], "val": row.get("val_accuracy"), "test": row.get("test_accuracy")}[select]
+        sched.after_epoch(epoch + 1, row.get("val_accuracy") if t.plateau.which == "val" and val_ds is not None
+                          else row["train_accuracy"])
+        state = {f"param/{k}": v for k, v in params.items()}
+        state.update(opt.state())
+        state.update(sched.state())
+        if score is not None and score > best["score"]:
+            best = {"epoch": epoch + 1, "score": score}
+            fio.save_npz(out / "best.npz", {**state, "epoch": np.array(epoch + 1)})
+        state.update({"epoch": np.array(epoch + 1), "metrics_json": np.array(json.dumps(rows)),
+                      "best_json": np.array(json.dumps(best))})
+        fio.write_text(out / "metrics.csv", _metrics_csv(rows, fields))
+        if (epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == t.epochs:
+            fio.save_npz(ckpt_path, state)
+        msg = (f"epoch {epoch + 1:3d}/{t.epochs}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}")
+        if "val_accuracy" in row:
+            msg += f" | val acc {row['val_accuracy']:.4f}"
+        if "test_accuracy" in row:
+            msg += f" | test acc {row['test_accuracy']:.4f}"
+        msg += f" | {seconds:.1f} s"
+        if skipped:
+            msg += f" | {skipped} batches skipped (non-finite gradient)"
+        log(msg)
+        fio.write_json(out / "summary.json", summarise(cfg, rows, best, select, finished=(epoch + 1 == t.epochs)))
+    summary = summarise(cfg, rows, best, select, finished=True)
+    fio.write_json(out / "summary.json", summary)
+    return summary
+
+
+def summarise(cfg: RunConfig, rows: list[dict], best: dict, select: str, finished: bool) -> dict:
+    be = best.get("epoch")
+    brow = rows[be - 1] if be else {}
+    secs = [r["seconds"] for r in rows]
+    last = rows[-1] if rows else {}
+    return {
+        "test_accuracy": brow.get("test_accuracy"),
+        "best_epoch": be,
+        "train_accuracy": brow.get("train_accuracy"),
+        "val_accuracy": brow.get("val_accuracy"),
+        "selection": f"best {select} accuracy",
+        "epochs": len(rows),
+        "epochs_planned": cfg.train.epochs,
+        "finished": finished and len(rows) == cfg.train.epochs,
+        "seconds_per_epoch": round(float(np.mean(secs)), 3) if secs else None,
+        "total_seconds": round(float(sum(r["seconds"] + r.get("eval_seconds", 0) for r in rows)), 3),
+        "final_test_accuracy": last.get("test_accuracy"),
+        "final_train_accuracy": last.get("train_accuracy"),
+        "data": cfg.data.name,
+        "loss": cfg.loss.name,
+        "seed": cfg.train.seed,
+        "version": __version__,
+    }
+
+
+def load_checkpoint(path) -> dict[str, np.ndarray]:
+    ck = fio.load_npz(path)
+    params = {k[len("param/"):]: v for k, v in ck.items() if k.startswith("param/")}
+    if not params:
+        raise DataError(f"checkpoint {str(path)!r} holds no parameters")
+    return params
