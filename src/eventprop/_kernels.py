@@ -12,7 +12,29 @@ import numpy as np
 from numba import njit, prange
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, inline="always")
+def _add_row(dst, src):
+    for j in range(dst.shape[0]):
+        dst[j] += src[j]
+
+
+@njit(cache=True, inline="always")
+def _sub_row(dst, src):
+    for j in range(dst.shape[0]):
+        dst[j] -= src[j]
+
+
+@njit(cache=True, fastmath={"reassoc", "contract", "nsz"})
+def _feedback_row(w, dw, lv, li, ts):
+    """sum_j w_j (lamV_j - lamI_j), and dw_j -= tau_s,j lamI_j (one presynaptic spike)."""
+    fb = lv[0] - lv[0]  # zero of the array's dtype (keeps float32 loops in float32)
+    for j in range(w.shape[0]):
+        fb += w[j] * (lv[j] - li[j])
+        dw[j] -= ts[j] * li[j]
+    return fb
+
+
+@njit(cache=True)
 def _layer_of(nid, noff, n_layers):
     l = 0
     while l + 1 < n_layers and nid >= noff[l + 1]:
@@ -51,10 +73,10 @@ def _forward_sample(
     S0 = sizes[0]
     for n in range(n_steps):
         # ---- arrivals at t_n: input spikes of bin n, then spikes detected at t_n
+        I0 = I[0:S0]
         for q in range(in_ptr[b, n], in_ptr[b, n + 1]):
             base = ff_off[0] + in_units[q] * S0
-            for j in range(S0):
-                I[j] += W[base + j]
+            _add_row(I0, W[base : base + S0])
         for e in range(prev_start, prev_end):
             nid = tape_id[b, e]
             l = _layer_of(nid, noff, n_layers)
@@ -63,14 +85,12 @@ def _forward_sample(
                 S = sizes[l + 1]
                 base = ff_off[l + 1] + i * S
                 po = noff[l + 1]
-                for j in range(S):
-                    I[po + j] += W[base + j]
+                _add_row(I[po : po + S], W[base : base + S])
             if rec_off[l] >= 0:
                 S = sizes[l]
                 base = rec_off[l] + i * S
                 po = noff[l]
-                for j in range(S):
-                    I[po + j] += W[base + j]
+                _add_row(I[po : po + S], W[base : base + S])
         # ---- exact integration over [t_n, t_{n+1}]
         for j in range(NT):
             v = V[j]
@@ -172,7 +192,7 @@ def _backward_sample(
     alpha, beta, cbw, tau_s, tau_m, n_steps, kick_scale,
     tape_step, tape_id, tape_d, ntape,
     w_int, g_int, g_max, tmax, g_trace, use_trace, g_spk, fs_step, reg,
-    lamV, lamI, jump, dW, rec_b, rec_lamV, rec_lamI,
+    lamV, lamI, jump, gtmp, dW, rec_b, rec_lamV, rec_lamI,
 ):
     n_layers = sizes.shape[0]
     L = n_layers - 1
@@ -194,21 +214,19 @@ def _backward_sample(
             nid = tape_id[b, e]
             l = _layer_of(nid, noff, n_layers)
             i = nid - noff[l]
-            fb = 0.0
+            fb = lamV[0] - lamV[0]
             if l < L:
                 S = sizes[l + 1]
                 base = ff_off[l + 1] + i * S
                 po = noff[l + 1]
-                for j in range(S):
-                    fb += W[base + j] * (lamV[po + j] - lamI[po + j])
-                    dW[base + j] -= tau_s[po + j] * lamI[po + j]
+                fb += _feedback_row(W[base : base + S], dW[base : base + S], lamV[po : po + S],
+                                    lamI[po : po + S], tau_s[po : po + S])
             if rec_off[l] >= 0:
                 S = sizes[l]
                 base = rec_off[l] + i * S
                 po = noff[l]
-                for j in range(S):
-                    fb += W[base + j] * (lamV[po + j] - lamI[po + j])
-                    dW[base + j] -= tau_s[po + j] * lamI[po + j]
+                fb += _feedback_row(W[base : base + S], dW[base : base + S], lamV[po : po + S],
+                                    lamI[po : po + S], tau_s[po : po + S])
             extra = 0.0
             if l == L and fs_step[i] == m:
                 extra = g_spk[b, i]
@@ -225,11 +243,13 @@ def _backward_sample(
                 if fs_step[k] < 0 and g_spk[b, k] != 0.0:
                     lamV[oo + k] += g_spk[b, k] / thr[L]
         # ---- input spikes arriving at t_m
-        if m < n_steps:
+        if m < n_steps and in_ptr[b, m + 1] > in_ptr[b, m]:
+            g0 = gtmp[0:S0]
+            for j in range(S0):
+                g0[j] = tau_s[j] * lamI[j]
             for q in range(in_ptr[b, m], in_ptr[b, m + 1]):
                 base = ff_off[0] + in_units[q] * S0
-                for j in range(S0):
-                    dW[base + j] -= tau_s[j] * lamI[j]
+                _sub_row(dW[base : base + S0], g0)
         # ---- loss sources of a leaky-integrator output: kicks dL/dV(t_m) / tau_m at t_m
         if m >= 1 and spiking[L] == 0:
             for k in range(no):
@@ -263,6 +283,7 @@ def _backward_chunk(
     lamV = np.empty(NT, dtype=W.dtype)
     lamI = np.empty(NT, dtype=W.dtype)
     jump = np.empty(NT, dtype=W.dtype)
+    gtmp = np.empty(NT, dtype=W.dtype)
     dW = dWc[c]
     for j in range(dW.shape[0]):
         dW[j] = 0.0
@@ -274,7 +295,7 @@ def _backward_chunk(
             alpha, beta, cbw, tau_s, tau_m, n_steps, kick_scale,
             tape_step, tape_id, tape_d, ntape[b],
             w_int, g_int, g_max, tmax, g_trace, use_trace, g_spk, fs_step[b], reg,
-            lamV, lamI, jump, dW, rec_b, rec_lamV, rec_lamI,
+            lamV, lamI, jump, gtmp, dW, rec_b, rec_lamV, rec_lamI,
         )
 
 

@@ -94,11 +94,12 @@ def eval_(checkpoint, config, sets, split):
     ds = data.get(split)
     if ds is None:
         raise UserError(f"dataset {cfg.data.name} has no {split} split in this config")
-    spec = build_spec(cfg, data["train"].n_units, data["train"].n_classes)
+    spec = build_spec(cfg, data["train"].n_units * cfg.data.delay_copies, data["train"].n_classes)
     from .network import check_params
 
     check_params(spec, params)
-    res = evaluate(spec, params, ds, build_loss(cfg), n_steps_of(cfg), cfg.train.eval_batch_size)
+    res = evaluate(spec, params, ds, build_loss(cfg), n_steps_of(cfg), cfg.train.eval_batch_size,
+                   cfg.data.delay_copies, cfg.data.delay_ms)
     click.echo(f"{split}: accuracy {res.accuracy:.4f} ({int((res.pred == res.labels).sum())}/{len(res.labels)}), loss {res.loss:.4f}")
 
 
@@ -142,6 +143,30 @@ def plot(runs, out, sample):
 
     for p in plot_runs([Path(r) for r in runs], Path(out), sample=sample):
         click.echo(p)
+
+
+@main.command()
+@click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--repeats", type=int, default=10, show_default=True, help="timed training steps per measurement")
+@click.option("--torch/--no-torch", "use_torch", default=True, show_default=True,
+              help="also run the dense PyTorch BPTT baseline (needs the 'bench' extra)")
+@click.option("--spikes", type=float, default=11000.0, show_default=True, help="input spikes per sample")
+@click.option("--hidden", type=int, default=256, show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="also write the numbers to this file")
+def bench(threads, repeats, use_torch, spikes, hidden, json_out):
+    """Speed and memory on an SHD-shaped workload, EventProp vs dense surrogate-gradient BPTT."""
+    from . import io as fio
+    from .bench import run_bench
+
+    if use_torch:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise UserError("the BPTT baseline needs torch: pip install 'eventprop[bench]', or pass --no-torch") from None
+    res = run_bench(threads=threads, repeats=repeats, torch_baseline=use_torch, spikes=spikes, hidden=hidden,
+                    echo=click.echo)
+    if json_out:
+        fio.write_json(json_out, res)
 
 
 if __name__ == "__main__":  # pragma: no cover

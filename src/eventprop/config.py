@@ -55,8 +55,8 @@ class InitConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    dt_ms: float = Field(0.5, gt=0)
-    hidden: list[int] = Field(default_factory=lambda: [100], min_length=1)
+    dt_ms: float = Field(0.1, gt=0)
+    hidden: list[int] = Field(default_factory=lambda: [200], min_length=1)
     recurrent: Union[bool, list[bool]] = False
     tau_mem: float = Field(20.0, gt=0, description="hidden membrane time constant (ms)")
     tau_syn: float = Field(5.0, gt=0, description="hidden synaptic time constant (ms)")
@@ -117,16 +117,16 @@ class PlateauConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    epochs: int = Field(20, ge=0)
+    epochs: int = Field(40, ge=0)
     batch_size: int = Field(32, ge=1)
-    lr: float = Field(5e-3, gt=0)
+    lr: float = Field(2e-3, gt=0)
     seed: int = 0
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
     eps: float = Field(1e-8, gt=0)
     ease_in: bool = False
     ease_in_factor: float = Field(1.05, gt=1)
-    lr_decay: float = Field(1.0, gt=0, le=1, description="multiply the learning rate by this after every epoch")
+    lr_decay: float = Field(0.97, gt=0, le=1, description="multiply the learning rate by this after every epoch")
     plateau: PlateauConfig = PlateauConfig()
     input_dropout: float = Field(0.0, ge=0, lt=1)
     select: Literal["train", "val", "test"] = Field("val", description="best epoch by train or val accuracy (test only if you insist)")
@@ -148,10 +148,6 @@ class RunConfig(_Strict):
     train: TrainConfig = TrainConfig()
     xval: XvalConfig = XvalConfig()
     description: str = ""
-
-
-def _fmt_loc(loc) -> str:
-    return ".".join(str(x) for x in loc if not isinstance(x, int) or True)
 
 
 def _error_line(e: ValidationError) -> str:
@@ -185,7 +181,7 @@ def validate(d: dict) -> RunConfig:
 
 # The embedded default: Yin-Yang, trained in about a minute on 2 cores.
 DEFAULT = {
-    "description": "Embedded default: Yin-Yang (procedural, no download), 5-100-3, time-to-first-spike loss",
+    "description": "Embedded default: Yin-Yang (procedural, no download), 5-200-3, dt 0.1 ms, time-to-first-spike loss",
 }
 
 

@@ -185,6 +185,7 @@ class ReadoutGrads:
 
 
 _INITIAL_CAP = 64
+_cap_hint = [_INITIAL_CAP]  # grows to the largest tape seen, so later calls need no rerun
 
 
 def _check_batch(spec: NetworkSpec, batch: SpikeBatch) -> None:
@@ -231,7 +232,7 @@ def forward(
     in_ptr = np.ascontiguousarray(batch.ptr, dtype=np.int64)
     in_units = np.ascontiguousarray(batch.units, dtype=np.int32)
     tr = np.zeros((B, N, C) if trace else (1, 1, 1), dtype=dtype)
-    cap = _INITIAL_CAP
+    cap = _cap_hint[0]
     while True:
         tape_step = np.empty((B, cap), dtype=np.int32)
         tape_id = np.empty((B, cap), dtype=np.int32)
@@ -254,6 +255,7 @@ def forward(
             break
         # never drop a spike: grow the tape and run again
         cap = int(ntape.max() * 1.25) + 16
+        _cap_hint[0] = cap
     integral *= dtype(spec.dt / (N * spec.dt)) if N else 0
     spike_counts = [counts[:, lay.noff[l] : lay.noff[l] + lay.sizes[l]].copy() for l in range(len(lay.sizes))]
     return Forward(

@@ -176,12 +176,18 @@ def make_batch(
     n_steps: int,
     dropout: float = 0.0,
     rng: np.random.Generator | None = None,
+    delay_copies: int = 1,
+    delay_ms: float = 0.0,
 ) -> SpikeBatch:
     """Turn samples ``idx`` of a ragged dataset into a :class:`SpikeBatch`.
 
     ``dropout`` removes each input spike independently with that probability (training only),
-    using ``rng``.
+    using ``rng``. ``delay_copies > 1`` builds the published version's delay-line input on the
+    fly: copy c of channel x is unit c * n_units + x and carries the same spikes delayed by
+    c * delay_ms (rounded to whole steps; spikes pushed past the trial end are dropped), so the
+    network sees n_units * delay_copies inputs without the dataset being copied.
     """
+    dsteps = int(round(delay_ms / dt))
     idx = np.asarray(idx, dtype=np.int64)
     B = len(idx)
     ptr = np.zeros((B, n_steps + 1), dtype=np.int64)
@@ -195,6 +201,13 @@ def make_batch(
                 raise ValueError("dropout needs an rng")
             keep = rng.random(len(uu)) >= dropout
             steps, uu = steps[keep], uu[keep]
+        if delay_copies > 1:
+            c = np.repeat(np.arange(delay_copies), len(uu))
+            st = np.tile(steps, delay_copies) + c * dsteps
+            un = np.tile(uu, delay_copies) + c * ds.n_units
+            keep = st < n_steps
+            order = np.lexsort((un[keep], st[keep]))
+            steps, uu = st[keep][order], un[keep][order].astype(np.int32)
         counts = np.bincount(steps, minlength=n_steps)
         ptr[j, 0] = total
         np.cumsum(counts, out=ptr[j, 1:])

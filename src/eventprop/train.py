@@ -65,7 +65,6 @@ def n_steps_of(cfg: RunConfig) -> int:
 
 def load_data(cfg: RunConfig) -> dict[str, EventDataset | None]:
     from .data import load_dataset
-    from .data.augment import delay_line
 
     d = cfg.data
     splits = load_dataset(d.name, d.path, trial_ms=d.trial_ms, dt_ms=cfg.model.dt_ms, n_val=d.n_val,
@@ -77,8 +76,6 @@ def load_data(cfg: RunConfig) -> dict[str, EventDataset | None]:
             lim = d.limit_train if k == "train" else d.limit_test if k == "test" else None
             if lim is not None and lim < len(ds):
                 ds = ds.subset(np.arange(lim))
-            if d.delay_copies > 1:
-                ds = delay_line(ds, d.delay_copies, d.delay_ms)
         out[k] = ds
     if out.get("train") is None or len(out["train"]) == 0:
         raise DataError(f"data {d.name}: no training samples")
@@ -110,12 +107,13 @@ class EvalResult:
     labels: np.ndarray
 
 
-def evaluate(spec: NetworkSpec, params, ds: EventDataset, loss, n_steps: int, batch_size: int = 256) -> EvalResult:
+def evaluate(spec: NetworkSpec, params, ds: EventDataset, loss, n_steps: int, batch_size: int = 256,
+             delay_copies: int = 1, delay_ms: float = 0.0) -> EvalResult:
     """Accuracy and mean loss on a dataset (no dropout, no augmentation)."""
     preds, losses = [], []
     for s in range(0, len(ds), batch_size):
         idx = np.arange(s, min(s + batch_size, len(ds)))
-        batch = make_batch(ds, idx, spec.dt, n_steps)
+        batch = make_batch(ds, idx, spec.dt, n_steps, delay_copies=delay_copies, delay_ms=delay_ms)
         w = loss.weight(n_steps, spec.dt, batch)
         fw = forward(spec, params, batch, weight=w, trace=(loss.readout == "trace"))
         res = loss(fw, batch.labels)
@@ -167,7 +165,7 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
     data = data or load_data(cfg)
     train_ds, val_ds, test_ds = data["train"], data.get("val"), data.get("test")
     n_steps = n_steps_of(cfg)
-    spec = build_spec(cfg, train_ds.n_units, train_ds.n_classes)
+    spec = build_spec(cfg, train_ds.n_units * cfg.data.delay_copies, train_ds.n_classes)
     loss = build_loss(cfg)
     ic = cfg.model.init
     dtype = np.float64 if cfg.model.dtype == "float64" else np.float32
@@ -192,6 +190,7 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
         best["score"] = -np.inf if best["score"] is None else best["score"]
         fio.write_text(out / "metrics.csv", _metrics_csv(rows, fields))
         log(f"resuming {out} after epoch {start_epoch}")
+    dl = (cfg.data.delay_copies, cfg.data.delay_ms)
     select = t.select
     if select == "val" and val_ds is None:
         select = "train"
@@ -213,7 +212,8 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
         bar = _progress(n_batches, f"epoch {epoch + 1}/{t.epochs}", quiet)
         for bi in range(0, len(order), t.batch_size):
             idx = order[bi : bi + t.batch_size]
-            batch = make_batch(ep_train, idx, spec.dt, n_steps, dropout=t.input_dropout, rng=rng)
+            batch = make_batch(ep_train, idx, spec.dt, n_steps, dropout=t.input_dropout, rng=rng,
+                               delay_copies=cfg.data.delay_copies, delay_ms=cfg.data.delay_ms)
             total, grads, res, fw = value_and_grad(spec, params, batch, loss, reg)
             finite = np.isfinite(total) and all(np.all(np.isfinite(g)) for g in grads.values())
             if finite:
@@ -240,10 +240,10 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
         for i, r in enumerate(rates):
             row[f"hidden{i}_rate"] = round(float(r.mean() / seen), 4)
         if val_ds is not None:
-            ev = evaluate(spec, params, val_ds, loss, n_steps, t.eval_batch_size)
+            ev = evaluate(spec, params, val_ds, loss, n_steps, t.eval_batch_size, *dl)
             row["val_accuracy"], row["val_loss"] = round(ev.accuracy, 6), round(ev.loss, 6)
         if test_ds is not None:
-            row["test_accuracy"] = round(evaluate(spec, params, test_ds, loss, n_steps, t.eval_batch_size).accuracy, 6)
+            row["test_accuracy"] = round(evaluate(spec, params, test_ds, loss, n_steps, t.eval_batch_size, *dl).accuracy, 6)
         row["eval_seconds"] = round(time.perf_counter() - t1, 3)
         rows.append(row)
         score = {"train": row["train_accuracy"], "val": row.get("val_accuracy"), "test": row.get("test_accuracy")}[select]

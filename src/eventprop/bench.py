@@ -1,0 +1,244 @@
+"""Speed and memory benchmark on an SHD-shaped workload (``eventprop bench``).
+
+Workload (the generator is :func:`shd_like`): 700 inputs -> 256 hidden LIF (optionally 256x256
+recurrent) -> 20 leaky-integrator outputs, dt = 1 ms, 1400 steps, batch 32, tau_mem 20 ms,
+tau_syn 5 ms, loss sum_exp. Synthetic input that looks like SHD to the engine: each sample is
+2-4 "syllables" (bursts of 80-300 ms); within a burst, activity sits in 3-6 drifting frequency
+bands (Gaussian profiles over the 700 channels, widths 15-60 channels) with Poisson spikes, at
+most one per channel and step; the per-sample rate is scaled so that a sample has ``spikes``
+input spikes on average (default 11,000; real SHD samples have about 9,000). Input weights are
+drawn so that hidden neurons fire about 14 spikes per trial, as in trained SHD networks.
+
+Each measurement runs in its own child process (so peak memory is per implementation) and
+reports seconds per training step (forward, backward, optimiser; median over repeats), seconds
+per SHD epoch (x 8156/32 batches) and peak resident memory of the process, plus the "working"
+memory above the process's footprint after imports and warm-up. The BPTT baseline is a dense
+PyTorch surrogate-gradient network of the same shape (torch is the optional ``bench`` extra).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+SHD_TRAIN = 8156
+
+
+def shd_like(n_samples: int, n_steps: int = 1400, dt: float = 1.0, spikes: float = 11000.0, n_units: int = 700,
+             seed: int = 0, active_ms: float | None = None):
+    """Synthetic bursty SHD-shaped spike data as an EventDataset (see module docstring)."""
+    from .events import EventDataset
+
+    rng = np.random.default_rng(seed)
+    T = n_steps * dt
+    span = min(T, active_ms or 1100.0)
+    ch = np.arange(n_units)
+    times, units, counts = [], [], []
+    for _ in range(n_samples):
+        rate = np.zeros((n_steps, n_units), dtype=np.float32)
+        t0 = rng.uniform(0, 0.1 * span)
+        for _s in range(rng.integers(2, 5)):
+            dur = rng.uniform(80, 300)
+            a = int(t0 / dt)
+            b = min(int((t0 + dur) / dt), n_steps)
+            if a >= n_steps:
+                break
+            for _band in range(rng.integers(3, 7)):
+                c0 = rng.uniform(0, n_units)
+                drift = rng.uniform(-0.5, 0.5) * dt
+                width = rng.uniform(15, 60)
+                tt = np.arange(b - a)[:, None]
+                centre = c0 + drift * tt
+                rate[a:b] += np.exp(-0.5 * ((ch[None, :] - centre) / width) ** 2) * rng.uniform(0.5, 1.5)
+            t0 += dur + rng.uniform(10, 80)
+            if t0 > span:
+                break
+        rate *= spikes / max(rate.sum(), 1e-9)
+        p = 1.0 - np.exp(-rate)  # at most one spike per channel and step
+        s, u = np.nonzero(rng.random(rate.shape) < p)
+        times.append(s * dt + rng.uniform(0, dt, len(s)) * 0.999)
+        units.append(u)
+        counts.append(len(s))
+    return EventDataset.from_lists(times, units, rng.integers(0, 20, n_samples), n_units, 20, name="shd_like")
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _worker_eventprop(args) -> dict:
+    from .engine import set_threads
+    from .events import make_batch
+    from .losses import SpikeCountRegulariser, get_loss, value_and_grad
+    from .network import InitSpec, LayerSpec, NetworkSpec, OutputSpec, init_params
+    from .optim import Adam
+
+    set_threads(args["threads"])
+    ds = shd_like(args["batch"] * 2, args["steps"], 1.0, args["spikes"], seed=1, active_ms=args.get("active_ms"))
+    spec = NetworkSpec(700, [LayerSpec(args["hidden"], 20.0, 5.0, 1.0, args["recurrent"])], OutputSpec(20), dt=1.0)
+    params = init_params(spec, InitSpec(input_mean=args["w_in"], input_sd=0.01, rec_sd=0.02, out_sd=0.03), seed=0)
+    loss = get_loss("sum_exp")
+    reg = SpikeCountRegulariser(1e-7, 1e-7, 14.0)
+    opt = Adam(1e-3)
+    batches = [make_batch(ds, np.arange(i * args["batch"], (i + 1) * args["batch"]), 1.0, args["steps"]) for i in range(2)]
+    _, g, res, fw = value_and_grad(spec, params, batches[0], loss, reg)  # warm-up / compile
+    base = _rss_mb()
+    times = []
+    hid = []
+    for r in range(args["repeats"]):
+        b = batches[r % 2]
+        t0 = time.perf_counter()
+        _, g, res, fw = value_and_grad(spec, params, b, loss, reg)
+        opt.update(params, g)
+        times.append(time.perf_counter() - t0)
+        hid.append(fw.spike_counts[0].mean())
+    return {"seconds_per_batch": float(np.median(times)), "peak_mb": _rss_mb(), "base_mb": base,
+            "hidden_spikes_per_neuron": float(np.mean(hid)), "input_spikes_per_sample": float(batches[0].counts().mean())}
+
+
+def _worker_torch(args) -> dict:
+    import torch
+
+    torch.set_num_threads(args["threads"])
+    torch.manual_seed(0)
+    ds = shd_like(args["batch"] * 2, args["steps"], 1.0, args["spikes"], seed=1, active_ms=args.get("active_ms"))
+    from .events import make_batch
+
+    B, N, H = args["batch"], args["steps"], args["hidden"]
+
+    def dense(i):
+        sb = make_batch(ds, np.arange(i * B, (i + 1) * B), 1.0, N)
+        x = np.zeros((N, B, 700), dtype=np.float32)
+        for b in range(B):
+            for n in range(N):
+                x[n, b, sb.units[sb.ptr[b, n]:sb.ptr[b, n + 1]]] = 1.0
+        return torch.from_numpy(x), torch.from_numpy(sb.labels)
+
+    data = [dense(0), dense(1)]
+    a_m, b_s = float(np.exp(-1 / 20)), float(np.exp(-1 / 5))
+    c_f = 5.0 / (20 - 5) * (a_m - b_s)
+    W_in = torch.nn.Parameter(torch.randn(700, H) * 0.01 + args["w_in"])
+    W_rec = torch.nn.Parameter(torch.randn(H, H) * 0.02) if args["recurrent"] else None
+    W_out = torch.nn.Parameter(torch.randn(H, 20) * 0.03)
+    ps = [p for p in (W_in, W_rec, W_out) if p is not None]
+    opt = torch.optim.Adam(ps, lr=1e-3)
+    w_t = torch.exp(-torch.arange(1, N + 1, dtype=torch.float32) / N)
+
+    class Spike(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, v):
+            ctx.save_for_backward(v)
+            return (v >= 1.0).float()
+
+        @staticmethod
+        def backward(ctx, g):
+            (v,) = ctx.saved_tensors
+            return g / (10.0 * (v - 1.0).abs() + 1.0) ** 2  # fast-sigmoid surrogate
+
+    def step(x, y):
+        V = torch.zeros(B, H)
+        I = torch.zeros(B, H)
+        Vo = torch.zeros(B, 20)
+        Io = torch.zeros(B, 20)
+        s = torch.zeros(B, H)
+        acc = torch.zeros(B, 20)
+        inp = x @ W_in  # (N, B, H)
+        for n in range(N):
+            I = I + inp[n] + (s @ W_rec if W_rec is not None else 0.0)
+            Io = Io + s @ W_out
+            V = a_m * V + c_f * I
+            I = b_s * I
+            Vo = a_m * Vo + c_f * Io
+            Io = b_s * Io
+            s = Spike.apply(V)
+            V = V * (1.0 - s)
+            acc = acc + w_t[n] * Vo
+        loss = torch.nn.functional.cross_entropy(acc / N, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+
+    step(*data[0])
+    base = _rss_mb()
+    times = []
+    for r in range(args["repeats"]):
+        t0 = time.perf_counter()
+        step(*data[r % 2])
+        times.append(time.perf_counter() - t0)
+    return {"seconds_per_batch": float(np.median(times)), "peak_mb": _rss_mb(), "base_mb": base}
+
+
+def _child(kind: str, args: dict) -> dict:
+    cmd = [sys.executable, "-m", "eventprop.bench", "--worker", kind, json.dumps(args)]
+    env = dict(os.environ)
+    env["NUMBA_NUM_THREADS"] = str(max(args["threads"], 1))
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        return {"error": (r.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def run_bench(threads: int = 2, repeats: int = 10, torch_baseline: bool = True, torch_repeats: int = 3,
+              spikes: float = 11000.0, batch: int = 32, hidden: int = 256, w_in: float = 0.006,
+              memory_steps=(500, 5000), echo=print) -> dict:
+    results = {"threads": threads, "batch": batch, "hidden": hidden, "spikes": spikes, "rows": []}
+    echo(f"SHD-shaped workload: 700-{hidden}-20, dt 1 ms, batch {batch}, ~{spikes:.0f} input spikes/sample, "
+         f"{threads} threads; epoch = {SHD_TRAIN} samples")
+    echo(f"{'implementation':<28}{'s/batch':>10}{'s/epoch':>10}{'peak MB':>10}{'work MB':>10}  notes")
+    for rec in (False, True):
+        base = dict(threads=threads, repeats=repeats, batch=batch, steps=1400, spikes=spikes, hidden=hidden,
+                    recurrent=rec, w_in=w_in)
+        ep = _child("eventprop", base)
+        rows = [("eventprop " + ("recurrent" if rec else "feed-forward"), ep)]
+        if torch_baseline:
+            tb = _child("torch", {**base, "repeats": torch_repeats})
+            rows.append(("torch BPTT " + ("recurrent" if rec else "feed-forward"), tb))
+        for name, r in rows:
+            if "error" in r:
+                echo(f"{name:<28}  failed: {r['error']}")
+                results["rows"].append({"name": name, **r})
+                continue
+            per_epoch = r["seconds_per_batch"] * SHD_TRAIN / batch
+            note = ""
+            if "hidden_spikes_per_neuron" in r:
+                note = f"{r['input_spikes_per_sample']:.0f} in-spikes, {r['hidden_spikes_per_neuron']:.1f} hidden spikes/neuron"
+            echo(f"{name:<28}{r['seconds_per_batch']:>10.4f}{per_epoch:>10.2f}{r['peak_mb']:>10.0f}"
+                 f"{r['peak_mb'] - r['base_mb']:>10.0f}  {note}")
+            results["rows"].append({"name": name, "seconds_per_epoch": per_epoch, **r})
+        if torch_baseline and "error" not in ep and "error" not in rows[-1][1]:
+            ratio = rows[-1][1]["seconds_per_batch"] / ep["seconds_per_batch"]
+            echo(f"{'':<28}speed-up over BPTT: {ratio:.1f}x")
+            results["ratio_" + ("rec" if rec else "ffwd")] = ratio
+    echo("memory vs trial length (same input spike count, recurrent):")
+    for kind in ["eventprop"] + (["torch"] if torch_baseline else []):
+        line = []
+        for steps in memory_steps:
+            r = _child(kind, dict(threads=threads, repeats=2, batch=batch, steps=steps, spikes=spikes,
+                                  hidden=hidden, recurrent=True, w_in=w_in, active_ms=min(1100.0, 0.8 * steps)))
+            line.append((steps, r))
+            results["rows"].append({"name": f"{kind} memory T={steps}", **r})
+        txt = ", ".join(
+            f"T={s}: {r['peak_mb']:.0f} MB peak ({r['peak_mb'] - r['base_mb']:.0f} MB working)" if "error" not in r
+            else f"T={s}: failed ({r['error']})" for s, r in line
+        )
+        if all("error" not in r for _, r in line):
+            a, b = line[0][1]["peak_mb"], line[-1][1]["peak_mb"]
+            txt += f"; peak ratio {b / a:.2f}"
+        echo(f"  {kind:<10} {txt}")
+    return results
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 4 and sys.argv[1] == "--worker":
+        kind, args = sys.argv[2], json.loads(sys.argv[3])
+        out = _worker_eventprop(args) if kind == "eventprop" else _worker_torch(args)
+        print(json.dumps(out))
+    else:
+        run_bench()
