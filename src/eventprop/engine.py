@@ -90,6 +90,16 @@ def _per_neuron(x, n):
 
 
 def layout(spec: NetworkSpec, dtype=np.float32) -> _Layout:
+    """Flat arrays describing the network for the kernels (cached on the spec per dtype)."""
+    cache = spec.__dict__.setdefault("_layout_cache", {})
+    key = (np.dtype(dtype).str, spec.dt)
+    if key not in cache:
+        cache.clear()
+        cache[key] = _make_layout(spec, dtype)
+    return cache[key]
+
+
+def _make_layout(spec: NetworkSpec, dtype) -> _Layout:
     layers = [h for h in spec.hidden] + [spec.output]
     sizes = np.array([ly.size for ly in layers], dtype=np.int64)
     noff = np.zeros(len(layers), dtype=np.int64)

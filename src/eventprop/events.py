@@ -169,6 +169,19 @@ def bin_events(
     return key // n_units, (key % n_units).astype(np.int32)
 
 
+def binned(ds: EventDataset, dt: float, n_steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The dataset binned onto the grid (cached on the dataset): (steps, units, offsets), each
+    sample sorted by step then unit, cropped to [0, n_steps), one spike per (unit, step)."""
+    from ._binning import bin_all
+
+    cache = ds.__dict__.setdefault("_binned", {})
+    key = (float(dt), int(n_steps))
+    if key not in cache:
+        cache.clear()
+        cache[key] = bin_all(ds.times, ds.units, ds.offsets, float(dt), int(n_steps), int(ds.n_units))
+    return cache[key]
+
+
 def make_batch(
     ds: EventDataset,
     idx: np.ndarray,
@@ -187,35 +200,20 @@ def make_batch(
     c * delay_ms (rounded to whole steps; spikes pushed past the trial end are dropped), so the
     network sees n_units * delay_copies inputs without the dataset being copied.
     """
-    dsteps = int(round(delay_ms / dt))
-    idx = np.asarray(idx, dtype=np.int64)
-    B = len(idx)
-    ptr = np.zeros((B, n_steps + 1), dtype=np.int64)
-    all_units = []
-    total = 0
-    for j, i in enumerate(idx):
-        t, u = ds.sample(int(i))
-        steps, uu = bin_events(t, u, ds.n_units, dt, n_steps)
-        if dropout > 0.0 and len(uu):
-            if rng is None:
-                raise ValueError("dropout needs an rng")
-            keep = rng.random(len(uu)) >= dropout
-            steps, uu = steps[keep], uu[keep]
-        if delay_copies > 1:
-            c = np.repeat(np.arange(delay_copies), len(uu))
-            st = np.tile(steps, delay_copies) + c * dsteps
-            un = np.tile(uu, delay_copies) + c * ds.n_units
-            keep = st < n_steps
-            order = np.lexsort((un[keep], st[keep]))
-            steps, uu = st[keep][order], un[keep][order].astype(np.int32)
-        counts = np.bincount(steps, minlength=n_steps)
-        ptr[j, 0] = total
-        np.cumsum(counts, out=ptr[j, 1:])
-        ptr[j, 1:] += total
-        total += len(uu)
-        all_units.append(uu)
-    units = np.concatenate(all_units).astype(np.int32) if all_units else np.zeros(0, np.int32)
-    return SpikeBatch(ptr=ptr, units=units, labels=ds.labels[idx].copy(), n_steps=n_steps, dt=dt)
+    from ._binning import gather_batch
+
+    idx = np.ascontiguousarray(idx, dtype=np.int64)
+    steps, units, offsets = binned(ds, dt, n_steps)
+    n_ev = int((offsets[idx + 1] - offsets[idx]).sum())
+    if dropout > 0.0:
+        if rng is None:
+            raise ValueError("dropout needs an rng")
+        keep = (rng.random(n_ev) >= dropout).astype(np.uint8)
+    else:
+        keep = np.ones(n_ev, dtype=np.uint8)
+    ptr, out = gather_batch(steps, units, offsets, idx, keep, int(n_steps), int(delay_copies),
+                            int(round(delay_ms / dt)), int(ds.n_units))
+    return SpikeBatch(ptr=ptr, units=out, labels=ds.labels[idx].copy(), n_steps=n_steps, dt=dt)
 
 
 def batch_from_arrays(step_lists: list[tuple[np.ndarray, np.ndarray]], labels, n_steps: int, dt: float) -> SpikeBatch:

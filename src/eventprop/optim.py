@@ -24,19 +24,25 @@ class Adam:
         self.step += 1
         c1 = 1.0 - self.beta1**self.step
         c2 = 1.0 - self.beta2**self.step
+        a1 = lr / c1
         for k, g in grads.items():
-            g = g.astype(np.float64)
             if k not in self.m:
-                self.m[k] = np.zeros_like(g)
-                self.v[k] = np.zeros_like(g)
+                self.m[k] = np.zeros(g.shape, dtype=np.float64)
+                self.v[k] = np.zeros(g.shape, dtype=np.float64)
             m = self.m[k]
             v = self.v[k]
+            g = np.array(g, dtype=np.float64)  # a private copy, squared in place below
             m *= self.beta1
             m += (1.0 - self.beta1) * g
+            g *= g
+            g *= 1.0 - self.beta2
             v *= self.beta2
-            v += (1.0 - self.beta2) * g * g
-            upd = lr * (m / c1) / (np.sqrt(v / c2) + self.eps)
-            params[k] -= upd.astype(params[k].dtype)
+            v += g
+            den = np.sqrt(v / c2)
+            den += self.eps
+            np.divide(m, den, out=den)
+            den *= a1
+            params[k] -= den.astype(params[k].dtype, copy=False)
 
     def state(self) -> dict[str, np.ndarray]:
         out = {"adam_step": np.array(self.step)}

@@ -1,0 +1,97 @@
+"""Numba kernels that turn ragged events into per-step CSR spike batches (see events.py)."""
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def bin_all(times, units, offsets, dt, n_steps, n_units):
+    """Bin every sample onto the grid: step = floor(t / dt), cropped to [0, n_steps), sorted by
+    step then unit, at most one spike per (unit, step). Returns (steps, units, offsets)."""
+    S = offsets.shape[0] - 1
+    out_s = np.empty(times.shape[0], dtype=np.int32)
+    out_u = np.empty(times.shape[0], dtype=np.int32)
+    out_off = np.zeros(S + 1, dtype=np.int64)
+    count = np.zeros(n_steps + 1, dtype=np.int64)
+    last = np.full(n_units, -1, dtype=np.int64)
+    pos = 0
+    for s in range(S):
+        a, b = offsets[s], offsets[s + 1]
+        for k in range(n_steps + 1):
+            count[k] = 0
+        for e in range(a, b):
+            st = int(np.floor(times[e] / dt))
+            if 0 <= st < n_steps and 0 <= units[e] < n_units:
+                count[st + 1] += 1
+        for k in range(n_steps):
+            count[k + 1] += count[k]
+        # counting sort by step into a scratch region at pos
+        fill = count.copy()
+        n_in = count[n_steps]
+        tmp_u = np.empty(n_in, dtype=np.int32)
+        for e in range(a, b):
+            st = int(np.floor(times[e] / dt))
+            if 0 <= st < n_steps and 0 <= units[e] < n_units:
+                tmp_u[fill[st]] = units[e]
+                fill[st] += 1
+        for st in range(n_steps):
+            lo = count[st]
+            hi = count[st + 1]
+            if hi == lo:
+                continue
+            seg = np.sort(tmp_u[lo:hi])
+            for q in range(seg.shape[0]):
+                u = seg[q]
+                if last[u] != s * n_steps + st:
+                    last[u] = s * n_steps + st
+                    out_s[pos] = st
+                    out_u[pos] = u
+                    pos += 1
+        out_off[s + 1] = pos
+    return out_s[:pos].copy(), out_u[:pos].copy(), out_off
+
+
+@njit(cache=True)
+def gather_batch(steps, units, offsets, idx, keep, n_steps, delay_copies, delay_steps, n_units):
+    """CSR batch of samples idx from pre-binned events. keep: per gathered event (after the
+    per-sample order), 1 to keep (input dropout); delay_copies > 1 adds delayed copies."""
+    B = idx.shape[0]
+    ptr = np.zeros((B, n_steps + 1), dtype=np.int64)
+    total = 0
+    for j in range(B):
+        s = idx[j]
+        total += (offsets[s + 1] - offsets[s]) * delay_copies
+    out = np.empty(total, dtype=np.int32)
+    cnt = np.zeros(n_steps + 1, dtype=np.int64)
+    pos = 0
+    kpos = 0
+    for j in range(B):
+        s = idx[j]
+        a, b = offsets[s], offsets[s + 1]
+        for k in range(n_steps + 1):
+            cnt[k] = 0
+        for c in range(delay_copies):
+            for e in range(a, b):
+                if keep[kpos + e - a] == 0:
+                    continue
+                st = steps[e] + c * delay_steps
+                if st < n_steps:
+                    cnt[st + 1] += 1
+        for k in range(n_steps):
+            cnt[k + 1] += cnt[k]
+        ptr[j, 0] = pos
+        for k in range(n_steps):
+            ptr[j, k + 1] = pos + cnt[k + 1]
+        fill = cnt.copy()
+        # copies in order, so within a step units stay sorted by (copy, unit) = by unit id
+        for c in range(delay_copies):
+            for e in range(a, b):
+                if keep[kpos + e - a] == 0:
+                    continue
+                st = steps[e] + c * delay_steps
+                if st < n_steps:
+                    out[pos + fill[st]] = units[e] + c * n_units
+                    fill[st] += 1
+        pos += cnt[n_steps]
+        kpos += b - a
+    return ptr, out[:pos].copy()
