@@ -157,8 +157,11 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
     if resume and (out / "config.yaml").is_file():
         from .config import load_file, validate
 
-        saved = validate(load_file(out / "config.yaml"))
-        if saved.model_dump() != cfg.model_dump():
+        saved = validate(load_file(out / "config.yaml")).model_dump()
+        now = cfg.model_dump()
+        saved["train"].pop("epochs")  # a resumed run may be extended
+        now["train"].pop("epochs")
+        if saved != now:
             raise UserError(f"--resume: the config differs from {str(out / 'config.yaml')!r}; resume with the same config")
     fio.write_text(out / "config.yaml", to_yaml(cfg))
 

@@ -1,0 +1,170 @@
+"""Figures from result folders (``eventprop plot``): learning curves, summary bars, a spike raster
+and the backward-pass adjoint traces of one sample (like the paper's Fig. S1, Fig. 4 and Fig. 2).
+
+Runs are grouped by (dataset, loss); curves and bars show the mean and standard deviation over
+the runs of a group (e.g. seeds).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+
+def _mpl():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _read_metrics(run: Path) -> dict[str, np.ndarray]:
+    p = run / "metrics.csv"
+    if not p.is_file():
+        raise UserError(f"{str(run)!r} is not a results folder (no metrics.csv)")
+    with open(p) as f:
+        rows = list(csv.DictReader(f))
+    out = {}
+    for k in rows[0] if rows else []:
+        out[k] = np.array([float(r[k]) if r[k] not in ("", None) else np.nan for r in rows])
+    return out
+
+
+def _group_key(run: Path) -> str:
+    s = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    return f"{s.get('data', '?')} {s.get('loss', run.name)}"
+
+
+def _savefig(fig, path: Path) -> Path:
+    from . import io as fio
+
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    fio._atomic(path, lambda f: f.write(buf.getvalue()))
+    return path
+
+
+def plot_runs(runs: list[Path], out: Path, sample: int = 0) -> list[Path]:
+    plt = _mpl()
+    out.mkdir(parents=True, exist_ok=True)
+    groups: dict[str, list[Path]] = {}
+    for r in runs:
+        groups.setdefault(_group_key(r), []).append(r)
+    written = []
+    # learning curves
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for gi, (g, rs) in enumerate(sorted(groups.items())):
+        ms = [_read_metrics(r) for r in rs]
+        n = min(len(m["epoch"]) for m in ms)
+        for ax, key in zip(axes, ("train_accuracy", "test_accuracy")):
+            ys = np.array([m[key][:n] for m in ms if key in m])
+            if ys.size == 0 or np.all(np.isnan(ys)):
+                continue
+            mu, sd = np.nanmean(ys, 0), np.nanstd(ys, 0)
+            x = np.arange(1, n + 1)
+            ax.plot(x, 100 * mu, label=f"{g} (n={len(rs)})", color=f"C{gi}")
+            ax.fill_between(x, 100 * (mu - sd), 100 * (mu + sd), color=f"C{gi}", alpha=0.25)
+    for ax, t in zip(axes, ("training accuracy", "test accuracy")):
+        ax.set_title(t)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("% correct")
+    axes[1].legend(fontsize=8, loc="lower right")
+    lo = min([np.nanmin(100 * _read_metrics(r)["test_accuracy"][1:]) for r in runs if len(_read_metrics(r)["epoch"]) > 1] + [90])
+    axes[0].set_ylim(max(lo - 2, 0), 100.5)
+    written.append(_savefig(fig, out / "learning_curves.png"))
+    plt.close(fig)
+    # summary bars
+    fig, ax = plt.subplots(figsize=(1.6 * len(groups) + 2, 4))
+    names = sorted(groups)
+    for j, key in enumerate(("train_accuracy", "test_accuracy")):
+        vals = []
+        for g in names:
+            v = [json.loads((r / "summary.json").read_text()).get(key) for r in groups[g]]
+            v = np.array([x for x in v if x is not None], dtype=float)
+            vals.append((100 * v.mean(), 100 * v.std(ddof=1) if len(v) > 1 else 0.0) if len(v) else (np.nan, 0))
+        x = np.arange(len(names)) + (j - 0.5) * 0.38
+        ax.bar(x, [m for m, _ in vals], 0.36, yerr=[s for _, s in vals], capsize=3,
+               label=key.replace("_", " "), color=f"C{j}")
+        for xi, (m, s) in zip(x, vals):
+            ax.text(xi, m + s + 0.1, f"{m:.1f}", ha="center", fontsize=7)
+    ax.set_xticks(np.arange(len(names)))
+    ax.set_xticklabels([n.split(" ", 1)[-1] for n in names])
+    ax.set_ylabel("% correct (at selected epoch)")
+    allv = [json.loads((r / "summary.json").read_text()).get("test_accuracy") or 0 for r in runs]
+    ax.set_ylim(max(100 * min(allv) - 3, 0), 100)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    written.append(_savefig(fig, out / "summary_bars.png"))
+    plt.close(fig)
+    # raster and adjoint traces for the first run of each group
+    for g, rs in sorted(groups.items()):
+        tag = g.replace(" ", "_")
+        written += plot_sample(rs[0], out, sample, tag)
+    return written
+
+
+def plot_sample(run: Path, out: Path, sample: int, tag: str) -> list[Path]:
+    """Spike raster (hidden and output) and lambda_V / lambda_I of the correct output neuron."""
+    from .config import load_file, validate
+    from .events import make_batch
+    from .losses import value_and_grad
+    from .train import build_loss, build_spec, load_checkpoint, load_data, n_steps_of
+
+    plt = _mpl()
+    cfg = validate(load_file(run / "config.yaml"))
+    ck = run / "best.npz" if (run / "best.npz").is_file() else run / "checkpoint.npz"
+    params = load_checkpoint(ck)
+    data = load_data(cfg)
+    ds = data["test"] or data["val"] or data["train"]
+    if not 0 <= sample < len(ds):
+        raise UserError(f"--sample {sample}: the evaluation set has {len(ds)} samples")
+    spec = build_spec(cfg, ds.n_units * cfg.data.delay_copies, ds.n_classes)
+    n_steps = n_steps_of(cfg)
+    batch = make_batch(ds, np.array([sample]), spec.dt, n_steps, delay_copies=cfg.data.delay_copies,
+                       delay_ms=cfg.data.delay_ms)
+    loss = build_loss(cfg)
+    _, _, res, fw, (lamV, lamI) = value_and_grad(spec, params, batch, loss, record=0)
+    label = int(batch.labels[0])
+    t_grid = np.arange(n_steps + 1) * spec.dt
+    from .engine import forward
+
+    fwt = forward(spec, params, batch, weight=loss.weight(n_steps, spec.dt, batch), trace=spec.output.kind == "li")
+    fig, axes = plt.subplots(4, 1, figsize=(8, 9), sharex=True, gridspec_kw={"height_ratios": [1, 2, 1.2, 1.2]})
+    steps = np.repeat(np.arange(n_steps), np.diff(batch.ptr[0]))
+    axes[0].plot(steps * spec.dt, batch.units, "|", ms=2, color="0.4")
+    axes[0].set_ylabel("input")
+    for li in range(len(spec.hidden)):
+        t, n = fw.hidden_spikes(0, li)
+        off = sum(h.size for h in spec.hidden[:li])
+        axes[1].plot(t, n + off, "|", ms=2, color=f"C{li}")
+    axes[1].set_ylabel("hidden neuron")
+    oo = fw._lay.noff[-1]
+    if fwt.trace is not None:
+        for k in range(spec.output.size):
+            axes[2].plot(t_grid[1:], fwt.trace[0, :, k], lw=2.0 if k == label else 0.7,
+                         color="C3" if k == label else "0.6")
+        axes[2].set_ylabel("output V\n(label in red)")
+    else:
+        st, nid, _ = fwt.tape(0)
+        m = nid >= oo
+        axes[2].plot(st[m] * spec.dt, nid[m] - oo, "|", ms=6, color="C3")
+        axes[2].set_ylabel("output spikes")
+    axes[3].plot(t_grid, lamV[:, oo + label], label=r"$\lambda_V$")
+    axes[3].plot(t_grid, lamI[:, oo + label], label=r"$\lambda_I$")
+    axes[3].set_ylabel(f"adjoints of\noutput {label}")
+    axes[3].set_xlabel("time (ms); the backward pass runs right to left")
+    axes[3].legend(fontsize=8)
+    axes[0].set_title(f"{tag}: test sample {sample}, label {label}, predicted {int(res.pred[0])}")
+    p1 = _savefig(fig, out / f"sample_{tag}.png")
+    plt.close(fig)
+    return [p1]

@@ -1,0 +1,109 @@
+"""Training loop: results folder contract, determinism, exact resume, optimiser."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from eventprop.config import resolve
+from eventprop.errors import UserError
+from eventprop.io import load_npz
+from eventprop.optim import Adam, Schedule
+from eventprop.train import run
+
+SMALL = ["data.n_val=100", "data.limit_train=300", "data.limit_test=100", "model.dt_ms=0.5", "model.hidden=[30]",
+         "train.batch_size=32", "train.lr=5e-3"]
+
+
+def small_cfg(*extra):
+    return resolve(None, SMALL + list(extra))
+
+
+def read_metrics(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_results_folder_contract(tmp_path):
+    out = tmp_path / "run"
+    summary = run(small_cfg("train.epochs=2"), out, quiet=True, log=lambda *a: None)
+    for f in ("config.yaml", "metrics.csv", "summary.json", "checkpoint.npz", "best.npz"):
+        assert (out / f).is_file(), f
+    rows = read_metrics(out / "metrics.csv")
+    assert len(rows) == 2
+    for col in ("epoch", "train_loss", "train_accuracy", "val_accuracy", "test_accuracy", "seconds"):
+        assert col in rows[0]
+    s = json.loads((out / "summary.json").read_text())
+    for k in ("test_accuracy", "best_epoch", "train_accuracy", "epochs", "seconds_per_epoch", "selection", "version"):
+        assert k in s
+    assert s == summary
+    assert s["epochs"] == 2 and s["finished"]
+    assert s["selection"] == "best val accuracy"
+    best = rows[s["best_epoch"] - 1]
+    assert float(best["test_accuracy"]) == s["test_accuracy"]
+    assert float(best["val_accuracy"]) == max(float(r["val_accuracy"]) for r in rows)
+    # no temporary files left behind
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_same_config_and_seed_give_the_same_numbers(tmp_path):
+    a = run(small_cfg("train.epochs=2", "train.input_dropout=0.1"), tmp_path / "a", quiet=True, log=lambda *a: None)
+    b = run(small_cfg("train.epochs=2", "train.input_dropout=0.1"), tmp_path / "b", quiet=True, log=lambda *a: None)
+    ma, mb = read_metrics(tmp_path / "a/metrics.csv"), read_metrics(tmp_path / "b/metrics.csv")
+    for ra, rb in zip(ma, mb):
+        assert {k: v for k, v in ra.items() if "seconds" not in k} == {k: v for k, v in rb.items() if "seconds" not in k}
+    assert a["test_accuracy"] == b["test_accuracy"]
+    c = run(small_cfg("train.epochs=2", "train.input_dropout=0.1", "train.seed=1"), tmp_path / "c", quiet=True,
+            log=lambda *a: None)
+    assert read_metrics(tmp_path / "c/metrics.csv")[0]["train_loss"] != ma[0]["train_loss"]
+    del c
+
+
+def test_resume_gives_exactly_the_uninterrupted_numbers(tmp_path):
+    extra = ["train.input_dropout=0.1", "train.ease_in=true", "data.augment.jitter=0.3"]
+    run(small_cfg("train.epochs=3", *extra), tmp_path / "full", quiet=True, log=lambda *a: None)
+    run(small_cfg("train.epochs=1", *extra), tmp_path / "part", quiet=True, log=lambda *a: None)
+    run(small_cfg("train.epochs=3", *extra), tmp_path / "part", resume=True, quiet=True, log=lambda *a: None)
+    strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]  # noqa: E731
+    assert strip(read_metrics(tmp_path / "full/metrics.csv")) == strip(read_metrics(tmp_path / "part/metrics.csv"))
+    a, b = load_npz(tmp_path / "full/checkpoint.npz"), load_npz(tmp_path / "part/checkpoint.npz")
+    for k in a:
+        if k.startswith("param/") or k.startswith("adam_"):
+            np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    run(small_cfg("train.epochs=1"), tmp_path / "r", quiet=True, log=lambda *a: None)
+    with pytest.raises(UserError, match="differs"):
+        run(small_cfg("train.epochs=2", "train.lr=1e-2"), tmp_path / "r", resume=True, quiet=True, log=lambda *a: None)
+    with pytest.raises(UserError, match="already holds a run"):
+        run(small_cfg("train.epochs=1"), tmp_path / "r", quiet=True, log=lambda *a: None)
+
+
+def test_adam_matches_textbook():
+    rng = np.random.default_rng(0)
+    p = {"a": rng.normal(size=(5, 4))}
+    q = p["a"].copy()
+    opt = Adam(1e-2)
+    m = np.zeros_like(q)
+    v = np.zeros_like(q)
+    for t in range(1, 6):
+        g = rng.normal(size=q.shape)
+        opt.update(p, {"a": g})
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g**2
+        q -= 1e-2 * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+    np.testing.assert_allclose(p["a"], q, rtol=1e-12)
+
+
+def test_schedule_ease_in_and_plateau():
+    s = Schedule(1e-3, ease_in=True)
+    assert np.isclose(s.lr(), 1e-6)
+    for _ in range(200):
+        s.after_batch()
+    assert s.lr() == 1e-3
+    p = Schedule(1.0, plateau=True, min_epochs=2)
+    for e, acc in enumerate([0.9] * 30 + [0.2] * 5, start=1):
+        p.after_epoch(e, acc)
+    assert p.lr() < 1.0
