@@ -46,7 +46,7 @@ def _layer_of(nid, noff, n_layers):
 def _forward_sample(
     b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
     alpha, beta, cfw, tau_s, n_steps, dt, grazing_eps, w_int, want_trace,
-    V, I, Vold, Iold,
+    V, I,
     tape_step, tape_id, tape_d, cap,
     integral, vmax, tmax, trace, fs_time, fs_step, counts,
 ):
@@ -91,14 +91,11 @@ def _forward_sample(
                 base = rec_off[l] + i * S
                 po = noff[l]
                 _add_row(I[po : po + S], W[base : base + S])
-        # ---- exact integration over [t_n, t_{n+1}]
+        # ---- exact integration over [t_n, t_{n+1}] (two simple loops: they vectorise)
         for j in range(NT):
-            v = V[j]
-            c = I[j]
-            Vold[j] = v
-            Iold[j] = c
-            V[j] = alpha[j] * v + cfw[j] * c
-            I[j] = beta[j] * c
+            V[j] = alpha[j] * V[j] + cfw[j] * I[j]
+        for j in range(NT):
+            I[j] = beta[j] * I[j]
         # ---- threshold crossings, detected at t_{n+1}
         new_start = ntape
         for l in range(n_layers):
@@ -107,10 +104,13 @@ def _forward_sample(
             th = thr[l]
             for j in range(noff[l], noff[l] + sizes[l]):
                 if V[j] >= th:
-                    frac = (th - Vold[j]) / (V[j] - Vold[j])
+                    # values at t_n, recovered from the step's exact update
+                    i_old = I[j] / beta[j]
+                    v_old = (V[j] - cfw[j] * i_old) / alpha[j]
+                    frac = (th - v_old) / (V[j] - v_old)
                     if frac < 0.0:
                         frac = 0.0
-                    d = Iold[j] * np.exp(-frac * dt / tau_s[j]) - th
+                    d = i_old * np.exp(-frac * dt / tau_s[j]) - th
                     if d < grazing_eps:
                         d = grazing_eps
                         graze += 1
@@ -171,15 +171,13 @@ def _forward_chunk(
 ):
     V = np.empty(NT, dtype=W.dtype)
     I = np.empty(NT, dtype=W.dtype)
-    Vold = np.empty(NT, dtype=W.dtype)
-    Iold = np.empty(NT, dtype=W.dtype)
     b0 = (c * B) // n_chunks
     b1 = ((c + 1) * B) // n_chunks
     for b in range(b0, b1):
         nt, gz = _forward_sample(
             b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
             alpha, beta, cfw, tau_s, n_steps, dt, grazing_eps, w_int, want_trace,
-            V, I, Vold, Iold, tape_step, tape_id, tape_d, cap,
+            V, I, tape_step, tape_id, tape_d, cap,
             integral[b], vmax[b], tmax[b], trace, fs_time[b], fs_step[b], counts[b],
         )
         ntape[b] = nt
@@ -266,9 +264,9 @@ def _backward_sample(
         # ---- exact backward integration from t_m to t_{m-1}
         if m >= 1:
             for j in range(NT):
-                lv = lamV[j]
-                lamI[j] = beta[j] * lamI[j] + cbw[j] * lv
-                lamV[j] = alpha[j] * lv
+                lamI[j] = beta[j] * lamI[j] + cbw[j] * lamV[j]
+            for j in range(NT):
+                lamV[j] = alpha[j] * lamV[j]
 
 
 @njit(cache=True)
