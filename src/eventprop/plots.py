@@ -53,13 +53,49 @@ def _savefig(fig, path: Path) -> Path:
     return path
 
 
+def _groups(runs: list[Path]) -> dict[str, list[Path]]:
+    groups: dict[str, list[Path]] = {}
+    for r in runs:
+        if not (r / "summary.json").is_file():
+            raise UserError(f"{str(r)!r} is not a results folder (no summary.json)")
+        groups.setdefault(_group_key(r), []).append(r)
+    return groups
+
+
+def _mean_sd(v) -> str:
+    v = np.array([x for x in v if x is not None], dtype=float)
+    if not len(v):
+        return "n/a"
+    sd = v.std(ddof=1) if len(v) > 1 else 0.0
+    return f"{100 * v.mean():.2f} ± {100 * sd:.2f}"
+
+
+def summary_table(runs: list[Path]) -> str:
+    """Markdown table per group: accuracies (mean ± sd over runs, %), time per epoch and in total."""
+    lines = ["| data, loss | runs | test acc. at selected epoch (%) | train acc. at selected epoch (%) | "
+             "test acc. at last epoch (%) | s/epoch (train) | total min |",
+             "|---|---|---|---|---|---|---|"]
+    for g, rs in sorted(_groups(runs).items()):
+        ss = [json.loads((r / "summary.json").read_text()) for r in rs]
+        lines.append(
+            f"| {g} | {len(rs)} | {_mean_sd(s['test_accuracy'] for s in ss)} | {_mean_sd(s['train_accuracy'] for s in ss)} "
+            f"| {_mean_sd(s['final_test_accuracy'] for s in ss)} | {np.mean([s['seconds_per_epoch'] for s in ss]):.1f} "
+            f"| {np.mean([s['total_seconds'] for s in ss]) / 60:.1f} |")
+    sel = {json.loads((r / "summary.json").read_text())["selection"] for r in runs}
+    lines.append("")
+    lines.append(f"Selected epoch: {', '.join(sorted(sel))}. Mean ± sd over runs (seeds).")
+    return "\n".join(lines) + "\n"
+
+
 def plot_runs(runs: list[Path], out: Path, sample: int = 0) -> list[Path]:
     plt = _mpl()
     out.mkdir(parents=True, exist_ok=True)
-    groups: dict[str, list[Path]] = {}
-    for r in runs:
-        groups.setdefault(_group_key(r), []).append(r)
+    groups = _groups(runs)
     written = []
+    from . import io as fio
+
+    fio.write_text(out / "summary.md", summary_table(runs))
+    written.append(out / "summary.md")
     # learning curves
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for gi, (g, rs) in enumerate(sorted(groups.items())):
