@@ -6,6 +6,8 @@ eventprop/engine.py's docstring. Used only by the tests.
 
 import numpy as np
 
+PINS = []  # (step, output) of every max pinned at spike arrivals, for test coverage checks
+
 
 def _consts(tm, ts, dt):
     a = np.exp(-dt / tm)
@@ -41,6 +43,7 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
     spikes = []  # (step, layer, idx, d)
     by_step = {}
     trace = np.zeros((N, sizes[L]))
+    itrace = np.zeros((N, sizes[L]))
     first = np.full(sizes[L], np.inf)
     first_step = np.full(sizes[L], -1)
     for n in range(N):
@@ -69,6 +72,7 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
                         first_step[i] = n + 1
                         first[i] = (n + frac) * dt
         trace[n] = V[L]
+        itrace[n] = I[L]
     out = {
         "integral": (dt / T) * (w[:, None] * trace).sum(0),
         "vmax": trace.max(0),
@@ -87,9 +91,23 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
     lV = [np.zeros(s) for s in sizes]
     lI = [np.zeros(s) for s in sizes]
     G = {k: np.zeros_like(v) for k, v in P.items()}
+    vmax = out["vmax"]
+    imax = itrace[out["tmax_step"] - 1, np.arange(sizes[L])]
     for m in range(N, -1, -1):
         here = [s for s in spikes if s[0] == m]
         jumps = []
+        # max pinned at spike arrivals (see engine docstring)
+        pin = {}
+        if not spiking[L]:
+            arriving = [i for (_, l, i, _) in here if l == L - 1]
+            for k in range(sizes[L]):
+                if out["tmax_step"][k] != m or g_max[k] == 0 or not arriving:
+                    continue
+                wk = np.array([P[f"ff{L}"][i, k] for i in arriving])
+                vdot = imax[k] - vmax[k]
+                if vdot > 0 and vdot + wk.sum() <= 0 and wk[wk < 0].sum() < 0:
+                    pin[k] = g_max[k] * vdot / tm[L][k] / wk[wk < 0].sum()
+                    PINS.append((m, k))
         for (_, l, i, d) in here:
             fb = 0.0
             if l < L:
@@ -101,6 +119,10 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
                 fb += Wr @ (lV[l] - lI[l])
                 G[f"rec{l}"][i] -= ts[l] * lI[l]
             extra = g_spk[i] if (l == L and first_step[i] == m) else 0.0
+            if l == L - 1:
+                for k, rate in pin.items():
+                    if P[f"ff{L}"][i, k] < 0:
+                        extra += rate * P[f"ff{L}"][i, k]
             j = (thr[l] * lV[l][i] + fb + extra) / d
             if l < L and g_counts is not None:
                 j -= g_counts[l][i] / (thr[l] * tm[l][i])

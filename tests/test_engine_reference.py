@@ -137,3 +137,17 @@ def test_tape_grows_instead_of_dropping_spikes():
     fw = forward(spec, params, batch)
     ref = reference_run(spec, params, [np.arange(4)] * N, N)
     assert fw.n_spikes[0] == len(ref["spikes"]) > 64 * 4
+
+
+def test_reference_cases_cover_a_pinned_maximum():
+    """The float64 comparison above includes maxima pinned at inhibitory spike arrivals."""
+    import reference
+
+    reference.PINS.clear()
+    for name in ("ffwd", "recurrent", "two_hidden_rec"):
+        for seed in (0, 1, 2):
+            spec, params, batch, rg, weight, lists = make_case(name, seed, np.float64)
+            for b in range(batch.ptr.shape[0]):
+                reference_run(spec, params, ref_inputs(lists, b, batch.n_steps), batch.n_steps, weight=weight,
+                              g_max=rg.vmax[b])
+    assert len(reference.PINS) > 0

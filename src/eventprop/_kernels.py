@@ -48,7 +48,7 @@ def _forward_sample(
     alpha, beta, cfw, tau_s, n_steps, dt, grazing_eps, w_int, want_trace,
     V, I,
     tape_step, tape_id, tape_d, cap,
-    integral, vmax, tmax, trace, fs_time, fs_step, counts,
+    integral, vmax, tmax, imax, trace, fs_time, fs_step, counts,
 ):
     """Forward pass of sample b. Returns (number of spikes, grazing count)."""
     n_layers = sizes.shape[0]
@@ -64,6 +64,7 @@ def _forward_sample(
         integral[k] = 0.0
         vmax[k] = -np.inf
         tmax[k] = 0
+        imax[k] = 0.0
         fs_time[k] = np.inf
         fs_step[k] = -1
     ntape = 0
@@ -134,6 +135,7 @@ def _forward_sample(
                 if v > vmax[k]:
                     vmax[k] = v
                     tmax[k] = n + 1
+                    imax[k] = I[oo + k]  # current at t_{n+1} before that time's arrivals
                 if want_trace:
                     trace[b, n, k] = v
         prev_start = new_start
@@ -146,7 +148,7 @@ def forward_batch(
     in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
     alpha, beta, cfw, tau_s, n_steps, dt, grazing_eps, w_int, want_trace,
     tape_step, tape_id, tape_d, ntape, graze,
-    integral, vmax, tmax, trace, fs_time, fs_step, counts, n_chunks,
+    integral, vmax, tmax, imax, trace, fs_time, fs_step, counts, n_chunks,
 ):
     B = in_ptr.shape[0]
     NT = alpha.shape[0]
@@ -157,7 +159,7 @@ def forward_batch(
             in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
             alpha, beta, cfw, tau_s, n_steps, dt, grazing_eps, w_int, want_trace,
             tape_step, tape_id, tape_d, ntape, graze,
-            integral, vmax, tmax, trace, fs_time, fs_step, counts,
+            integral, vmax, tmax, imax, trace, fs_time, fs_step, counts,
         )
 
 
@@ -167,7 +169,7 @@ def _forward_chunk(
     in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
     alpha, beta, cfw, tau_s, n_steps, dt, grazing_eps, w_int, want_trace,
     tape_step, tape_id, tape_d, ntape, graze,
-    integral, vmax, tmax, trace, fs_time, fs_step, counts,
+    integral, vmax, tmax, imax, trace, fs_time, fs_step, counts,
 ):
     V = np.empty(NT, dtype=W.dtype)
     I = np.empty(NT, dtype=W.dtype)
@@ -178,7 +180,7 @@ def _forward_chunk(
             b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
             alpha, beta, cfw, tau_s, n_steps, dt, grazing_eps, w_int, want_trace,
             V, I, tape_step, tape_id, tape_d, cap,
-            integral[b], vmax[b], tmax[b], trace, fs_time[b], fs_step[b], counts[b],
+            integral[b], vmax[b], tmax[b], imax[b], trace, fs_time[b], fs_step[b], counts[b],
         )
         ntape[b] = nt
         graze[b] = gz
@@ -189,8 +191,8 @@ def _backward_sample(
     b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
     alpha, beta, cbw, tau_s, tau_m, n_steps, kick_scale,
     tape_step, tape_id, tape_d, ntape,
-    w_int, g_int, g_max, tmax, g_trace, use_trace, g_spk, fs_step, reg,
-    lamV, lamI, jump, gtmp, dW, rec_b, rec_lamV, rec_lamI,
+    w_int, g_int, g_max, tmax, imax, vmax, g_trace, use_trace, g_spk, fs_step, reg,
+    lamV, lamI, jump, gtmp, pin_rate, dW, rec_b, rec_lamV, rec_lamI,
 ):
     n_layers = sizes.shape[0]
     L = n_layers - 1
@@ -208,6 +210,29 @@ def _backward_sample(
         e_lo = e_top
         while e_lo >= 0 and tape_step[b, e_lo] == m:
             e_lo -= 1
+        # ---- max readout pinned at spike arrivals: if output k's maximum is at t_m, V_k was
+        #      rising before the arrivals of t_m and falls after them, then V_max moves with
+        #      those spikes' times: dV_max/dt_i = dV_k/dt(t_m^-), shared among the arriving
+        #      inhibitory spikes in proportion to their weights (exact when one spike pins it)
+        n_pin = 0
+        if spiking[L] == 0 and e_top > e_lo:
+            for k in range(no):
+                pin_rate[k] = 0.0
+                if tmax[b, k] != m or g_max[b, k] == 0.0 or L < 1:
+                    continue
+                s_all = 0.0
+                s_neg = 0.0
+                for e in range(e_lo + 1, e_top + 1):
+                    nid = tape_id[b, e]
+                    if L >= 1 and noff[L - 1] <= nid < noff[L]:
+                        wk = W[ff_off[L] + (nid - noff[L - 1]) * no + k]
+                        s_all += wk
+                        if wk < 0.0:
+                            s_neg += wk
+                vdot_m = imax[b, k] - vmax[b, k]  # tau_m dV/dt just before the arrivals
+                if vdot_m > 0.0 and vdot_m + s_all <= 0.0 and s_neg < 0.0:
+                    pin_rate[k] = g_max[b, k] * vdot_m / tau_m[oo + k] / s_neg
+                    n_pin += 1
         for e in range(e_lo + 1, e_top + 1):
             nid = tape_id[b, e]
             l = _layer_of(nid, noff, n_layers)
@@ -228,6 +253,11 @@ def _backward_sample(
             extra = 0.0
             if l == L and fs_step[i] == m:
                 extra = g_spk[b, i]
+            if n_pin > 0 and l == L - 1:
+                base = ff_off[L] + i * no
+                for k in range(no):
+                    if pin_rate[k] != 0.0 and W[base + k] < 0.0:
+                        extra += pin_rate[k] * W[base + k]
             jv = (thr[l] * lamV[nid] + fb + extra) / tape_d[b, e]
             if l < L:
                 jv -= reg[b, nid] / (thr[l] * tau_m[nid])
@@ -275,13 +305,14 @@ def _backward_chunk(
     in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
     alpha, beta, cbw, tau_s, tau_m, n_steps, kick_scale,
     tape_step, tape_id, tape_d, ntape,
-    w_int, g_int, g_max, tmax, g_trace, use_trace, g_spk, fs_step, reg,
+    w_int, g_int, g_max, tmax, imax, vmax, g_trace, use_trace, g_spk, fs_step, reg,
     dWc, rec_b, rec_lamV, rec_lamI,
 ):
     lamV = np.empty(NT, dtype=W.dtype)
     lamI = np.empty(NT, dtype=W.dtype)
     jump = np.empty(NT, dtype=W.dtype)
     gtmp = np.empty(NT, dtype=W.dtype)
+    pin_rate = np.zeros(sizes[sizes.shape[0] - 1], dtype=np.float64)
     dW = dWc[c]
     for j in range(dW.shape[0]):
         dW[j] = 0.0
@@ -292,8 +323,8 @@ def _backward_chunk(
             b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
             alpha, beta, cbw, tau_s, tau_m, n_steps, kick_scale,
             tape_step, tape_id, tape_d, ntape[b],
-            w_int, g_int, g_max, tmax, g_trace, use_trace, g_spk, fs_step[b], reg,
-            lamV, lamI, jump, gtmp, dW, rec_b, rec_lamV, rec_lamI,
+            w_int, g_int, g_max, tmax, imax, vmax, g_trace, use_trace, g_spk, fs_step[b], reg,
+            lamV, lamI, jump, gtmp, pin_rate, dW, rec_b, rec_lamV, rec_lamI,
         )
 
 
@@ -302,7 +333,7 @@ def backward_batch(
     in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
     alpha, beta, cbw, tau_s, tau_m, n_steps, kick_scale,
     tape_step, tape_id, tape_d, ntape,
-    w_int, g_int, g_max, tmax, g_trace, use_trace, g_spk, fs_step, reg,
+    w_int, g_int, g_max, tmax, imax, vmax, g_trace, use_trace, g_spk, fs_step, reg,
     dWc, dW, rec_b, rec_lamV, rec_lamI,
 ):
     B = in_ptr.shape[0]
@@ -314,7 +345,7 @@ def backward_batch(
             in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
             alpha, beta, cbw, tau_s, tau_m, n_steps, kick_scale,
             tape_step, tape_id, tape_d, ntape,
-            w_int, g_int, g_max, tmax, g_trace, use_trace, g_spk, fs_step, reg,
+            w_int, g_int, g_max, tmax, imax, vmax, g_trace, use_trace, g_spk, fs_step, reg,
             dWc, rec_b, rec_lamV, rec_lamI,
         )
     # deterministic reduction: every element summed over chunks in chunk order

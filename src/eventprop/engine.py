@@ -36,6 +36,11 @@ Backward, from t_N down to t_0, adjoints lambda_V, lambda_I start at 0. At each 
    lambda_V,i <- lambda_V,i + (theta lambda_V,i + fb + dL/dt_i) / d  (Table 1), where dL/dt_i is
    nonzero only for the first spike of a spiking output neuron; for hidden neurons the
    regulariser then subtracts dL_reg/dn_i / (theta tau_m). All jumps of t_m are applied together.
+   Max readout pinned at a spike arrival: if output k's maximum is at t_m, V_k was rising just
+   before the arrivals of t_m (I_k - V_k > 0) and falls after them, the maximum moves with those
+   spikes' times, dV_max/dt_i = dV_k/dt(t_m^-); dL/dmax_k times this is added to dL/dt_i of the
+   arriving inhibitory spikes (shared in proportion to their weights). The paper's scheme
+   (eq. 34-37) omits this term; without it the max-loss gradient is not exact in this common case.
 2. Phantom spikes (t_N only): a spiking output neuron that never spiked but has dL/dt != 0
    gets lambda_V += (dL/dt) / theta, as if it had spiked at T with d = theta (Methods 4.1).
 3. Input spikes arriving at t_m: dL/dw_ij -= tau_s,j lambda_I,j.
@@ -163,6 +168,7 @@ class Forward:
     _tape: tuple = field(repr=False, default=None)
     _tmax_step: np.ndarray = field(repr=False, default=None)
     _fs_step: np.ndarray = field(repr=False, default=None)
+    _imax: np.ndarray = field(repr=False, default=None)
 
     @property
     def n_spikes(self) -> np.ndarray:
@@ -252,6 +258,7 @@ def forward(
         integral = np.zeros((B, C), dtype=dtype)
         vmax = np.zeros((B, C), dtype=dtype)
         tmax = np.zeros((B, C), dtype=np.int64)
+        imax = np.zeros((B, C), dtype=dtype)
         fs_time = np.zeros((B, C), dtype=np.float64)
         fs_step = np.zeros((B, C), dtype=np.int64)
         counts = np.zeros((B, NT), dtype=np.int32)
@@ -259,7 +266,7 @@ def forward(
             in_ptr, in_units, W, lay.sizes, lay.noff, lay.ff_off, lay.rec_off, lay.spiking, lay.thr,
             lay.alpha, lay.beta, lay.cfw, lay.tau_s, N, dtype(spec.dt), dtype(spec.grazing_eps), w_int, trace,
             tape_step, tape_id, tape_d, ntape, graze,
-            integral, vmax, tmax, tr, fs_time, fs_step, counts, min(N_CHUNKS, max(B, 1)),
+            integral, vmax, tmax, imax, tr, fs_time, fs_step, counts, min(N_CHUNKS, max(B, 1)),
         )
         if B == 0 or ntape.max() <= cap:
             break
@@ -271,7 +278,7 @@ def forward(
     return Forward(
         spec=spec, batch=batch, integral=integral, vmax=vmax, tmax=tmax.astype(np.float64) * spec.dt,
         trace=tr if trace else None, first_spike=fs_time, spike_counts=spike_counts, grazing=int(graze.sum()),
-        weight=w_int, _lay=lay, _W=W, _tape=(tape_step, tape_id, tape_d, ntape), _tmax_step=tmax, _fs_step=fs_step,
+        weight=w_int, _lay=lay, _W=W, _tape=(tape_step, tape_id, tape_d, ntape), _tmax_step=tmax, _fs_step=fs_step, _imax=imax,
     )
 
 
@@ -328,7 +335,7 @@ def backward(fw: Forward, g: ReadoutGrads, record: int | None = None):
         in_ptr, in_units, W, lay.sizes, lay.noff, lay.ff_off, lay.rec_off, lay.spiking, lay.thr,
         lay.alpha, lay.beta, lay.cbw, lay.tau_s, lay.tau_m, N, dtype(1.0 / N),
         st, nid, d, nt,
-        fw.weight, g_int, g_max, fw._tmax_step, g_trace, use_trace, g_spk, fw._fs_step, reg,
+        fw.weight, g_int, g_max, fw._tmax_step, fw._imax, fw.vmax, g_trace, use_trace, g_spk, fw._fs_step, reg,
         dWc, dW, rec_b, rec_V, rec_I,
     )
     grads = unflatten(lay, dW)
