@@ -1,0 +1,64 @@
+"""Batching: the numba binning/gathering kernels against the plain NumPy definition."""
+
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from eventprop.events import EventDataset, bin_events, make_batch
+
+
+def random_ds(seed, n=12, n_units=9, T=30.0):
+    rng = np.random.default_rng(seed)
+    times, units = [], []
+    for _ in range(n):
+        k = rng.integers(0, 40)
+        t = rng.uniform(0, T * 1.2, k)
+        t[: k // 3] = np.round(t[: k // 3])  # exact bin edges too
+        times.append(t)
+        units.append(rng.integers(0, n_units, k))
+    return EventDataset.from_lists(times, units, rng.integers(0, 3, n), n_units, 3)
+
+
+def unpack(batch, j):
+    steps = np.repeat(np.arange(batch.n_steps), np.diff(batch.ptr[j]))
+    return steps, batch.units[batch.ptr[j, 0]:batch.ptr[j, -1]]
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), dt=st.sampled_from([0.5, 1.0, 2.0]), n_steps=st.integers(1, 40))
+def test_make_batch_matches_definition(seed, dt, n_steps):
+    ds = random_ds(seed)
+    idx = np.random.default_rng(seed).permutation(len(ds))[:7]
+    b = make_batch(ds, idx, dt, n_steps)
+    assert b.ptr.shape == (7, n_steps + 1)
+    for j, i in enumerate(idx):
+        s_ref, u_ref = bin_events(*ds.sample(i), ds.n_units, dt, n_steps)
+        s, u = unpack(b, j)
+        np.testing.assert_array_equal(s, s_ref)
+        np.testing.assert_array_equal(u, u_ref)
+    np.testing.assert_array_equal(b.labels, ds.labels[idx])
+
+
+def test_delay_line_batches():
+    ds = random_ds(3)
+    b = make_batch(ds, np.arange(5), 1.0, 30, delay_copies=3, delay_ms=4.0)
+    for j in range(5):
+        s0, u0 = bin_events(*ds.sample(j), ds.n_units, 1.0, 30)
+        S = np.concatenate([s0 + 4 * c for c in range(3)])
+        U = np.concatenate([u0 + ds.n_units * c for c in range(3)])
+        keep = S < 30
+        key = np.sort(S[keep] * 100 + U[keep])
+        s, u = unpack(b, j)
+        np.testing.assert_array_equal(s * 100 + u, key)  # sorted by step, then unit
+
+
+def test_dropout_keeps_a_seeded_subset():
+    ds = random_ds(5, n=40)
+    full = make_batch(ds, np.arange(40), 1.0, 30)
+    a = make_batch(ds, np.arange(40), 1.0, 30, dropout=0.5, rng=np.random.default_rng(1))
+    b = make_batch(ds, np.arange(40), 1.0, 30, dropout=0.5, rng=np.random.default_rng(1))
+    np.testing.assert_array_equal(a.units, b.units)
+    assert 0.3 * len(full.units) < len(a.units) < 0.7 * len(full.units)
+    for j in range(40):
+        s, u = unpack(a, j)
+        fs, fu = unpack(full, j)
+        assert set(zip(s, u)) <= set(zip(fs, fu))
