@@ -20,7 +20,7 @@ def bin_all(times, units, offsets, dt, n_steps, n_units):
         for k in range(n_steps + 1):
             count[k] = 0
         for e in range(a, b):
-            st = int(np.floor(times[e] / dt))
+            st = int(np.floor(times[e] / dt + 1e-9))  # grid-aligned times land in their own step
             if 0 <= st < n_steps and 0 <= units[e] < n_units:
                 count[st + 1] += 1
         for k in range(n_steps):
@@ -30,7 +30,7 @@ def bin_all(times, units, offsets, dt, n_steps, n_units):
         n_in = count[n_steps]
         tmp_u = np.empty(n_in, dtype=np.int32)
         for e in range(a, b):
-            st = int(np.floor(times[e] / dt))
+            st = int(np.floor(times[e] / dt + 1e-9))
             if 0 <= st < n_steps and 0 <= units[e] < n_units:
                 tmp_u[fill[st]] = units[e]
                 fill[st] += 1

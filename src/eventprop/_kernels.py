@@ -109,10 +109,12 @@ def _forward_sample(
                     i_old = I[j] / beta[j]
                     v_old = (V[j] - cfw[j] * i_old) / alpha[j]
                     frac = (th - v_old) / (V[j] - v_old)
-                    if frac < 0.0:
+                    if not frac >= 0.0:  # also catches NaN from 0/0
                         frac = 0.0
+                    elif frac > 1.0:
+                        frac = 1.0
                     d = i_old * np.exp(-frac * dt / tau_s[j]) - th
-                    if d < grazing_eps:
+                    if not d >= grazing_eps:
                         d = grazing_eps
                         graze += 1
                     if ntape < cap:

@@ -69,7 +69,17 @@ def shd_like(n_samples: int, n_steps: int = 1400, dt: float = 1.0, spikes: float
 
 
 def _rss_mb() -> float:
+    """Peak resident memory of this process so far (MB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _current_mb() -> float:
+    """Current resident memory (MB), from /proc where available."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:  # pragma: no cover
+        return _rss_mb()
 
 
 def _worker_eventprop(args) -> dict:
@@ -87,8 +97,8 @@ def _worker_eventprop(args) -> dict:
     reg = SpikeCountRegulariser(1e-7, 1e-7, 14.0)
     opt = Adam(1e-3)
     batches = [make_batch(ds, np.arange(i * args["batch"], (i + 1) * args["batch"]), 1.0, args["steps"]) for i in range(2)]
-    _, g, res, fw = value_and_grad(spec, params, batches[0], loss, reg)  # warm-up / compile
-    base = _rss_mb()
+    base = _current_mb()  # after imports, data and parameters; before any training step
+    _, g, res, fw = value_and_grad(spec, params, batches[0], loss, reg)  # warm-up (loads cached kernels)
     times = []
     hid = []
     for r in range(args["repeats"]):
@@ -165,8 +175,8 @@ def _worker_torch(args) -> dict:
         opt.step()
         return loss
 
+    base = _current_mb()
     step(*data[0])
-    base = _rss_mb()
     times = []
     for r in range(args["repeats"]):
         t0 = time.perf_counter()

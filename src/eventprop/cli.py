@@ -59,9 +59,11 @@ def train(config, sets, out, resume, quiet):
     """Train a network (CONFIG: YAML/JSON file; default: the embedded Yin-Yang job)."""
     from .train import run
 
-    cfg = _resolve(config, sets)
     if resume and not out:
         raise UserError("--resume needs --out DIR (the folder of the run to continue)")
+    if resume and config is None and (Path(out) / "config.yaml").is_file():
+        config = str(Path(out) / "config.yaml")  # continue the run with its own config
+    cfg = _resolve(config, sets)
     out_dir = Path(out) if out else _default_out(cfg)
     summary = run(cfg, out_dir, resume=resume, quiet=quiet)
     click.echo(

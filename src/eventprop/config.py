@@ -29,12 +29,27 @@ class AugmentConfig(_Strict):
     blend: int = Field(0, ge=0, description="number of blended samples added per epoch (0 = off)")
     blend_probs: tuple[float, float] = (0.5, 0.5)
 
+    @field_validator("dilate")
+    @classmethod
+    def _dilate(cls, v):
+        if v is not None and not (0 < v[0] <= v[1]):
+            raise ValueError("expected [min, max] with 0 < min <= max")
+        return v
+
+    @field_validator("blend_probs")
+    @classmethod
+    def _probs(cls, v):
+        if not all(0 <= p <= 1 for p in v):
+            raise ValueError("probabilities must lie in [0, 1]")
+        return v
+
 
 class DataConfig(_Strict):
     name: Literal["yinyang", "mnist", "fashion_mnist", "shd", "ssc", "spikes"] = "yinyang"
     path: Optional[str] = Field(None, description="data folder (default: $EVENTPROP_DATA/<name> or ~/.cache/eventprop/<name>)")
     trial_ms: float = Field(30.0, gt=0, description="trial length T in ms; samples are cropped/padded to T")
-    n_val: int = Field(1000, ge=0, description="validation samples split off the training set (yinyang: its own split)")
+    n_val: Optional[int] = Field(None, ge=0, description="validation samples split off the training set; null = the "
+                                 "dataset's default (yinyang: 1000 generated; ssc: the official split; others: none)")
     download: bool = True
     limit_train: Optional[int] = Field(None, ge=1, description="use only the first N training samples")
     limit_test: Optional[int] = Field(None, ge=1, description="use only the first N test samples")
@@ -136,8 +151,8 @@ class TrainConfig(_Strict):
 
 
 class XvalConfig(_Strict):
-    seeds: list[int] = Field(default_factory=lambda: [0])
-    folds: Optional[list[int]] = Field(None, description="speaker ids to leave out (default: all)")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    folds: Optional[list[int]] = Field(None, min_length=1, description="speaker ids to leave out (default: all)")
 
 
 class RunConfig(_Strict):
@@ -149,10 +164,20 @@ class RunConfig(_Strict):
     xval: XvalConfig = XvalConfig()
     description: str = ""
 
+    @model_validator(mode="after")
+    def _grid(self):
+        n = round(self.data.trial_ms / self.model.dt_ms)
+        if n < 1 or abs(n * self.model.dt_ms - self.data.trial_ms) > 1e-9 * self.data.trial_ms:
+            raise ValueError(f"data.trial_ms = {self.data.trial_ms} must be a whole number (>= 1) of "
+                             f"model.dt_ms = {self.model.dt_ms} steps")
+        return self
+
 
 def _error_line(e: ValidationError) -> str:
     err = e.errors()[0]
     loc = ".".join(str(x) for x in err["loc"])
+    if not loc:
+        return "config: " + err["msg"].replace("Value error, ", "")
     typ = err["type"]
     if typ == "extra_forbidden":
         parent = err["loc"][:-1]

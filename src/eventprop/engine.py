@@ -97,7 +97,7 @@ def _per_neuron(x, n):
 def layout(spec: NetworkSpec, dtype=np.float32) -> _Layout:
     """Flat arrays describing the network for the kernels (cached on the spec per dtype)."""
     cache = spec.__dict__.setdefault("_layout_cache", {})
-    key = (np.dtype(dtype).str, spec.dt)
+    key = (np.dtype(dtype).str, repr((spec.hidden, spec.output, spec.dt, spec.grazing_eps)))
     if key not in cache:
         cache.clear()
         cache[key] = _make_layout(spec, dtype)
@@ -348,7 +348,8 @@ def set_threads(n: int | None) -> None:
     """Limit the engine's threads (None: numba's default, all cores)."""
     import numba
 
-    numba.set_num_threads(n or numba.config.NUMBA_NUM_THREADS)
+    top = numba.config.NUMBA_NUM_THREADS
+    numba.set_num_threads(min(max(int(n or top), 1), top))  # results do not depend on the count
 
 
 if os.environ.get("EVENTPROP_THREADS"):

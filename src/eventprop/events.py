@@ -5,7 +5,8 @@ Whole datasets are kept as ragged arrays (one flat ``times``/``units`` array plu
 :class:`SpikeBatch`, a per-step CSR structure: the input spikes of sample ``b`` in step ``n`` are
 ``units[ptr[b, n]:ptr[b, n + 1]]``.
 
-Binning convention: a spike at time ``t`` (ms) falls in step ``n = floor(t / dt)`` and reaches its
+Binning convention: a spike at time ``t`` (ms) falls in step ``n = floor(t / dt)`` (with a 1e-9
+tolerance, so that grid-aligned times such as 0.3 ms at dt = 0.1 ms land in their own step) and reaches its
 targets at ``t_n = n * dt``, the start of that step. Spikes with ``n >= n_steps`` (after the trial
 end T = n_steps * dt) are cropped. At most one spike per (unit, step) is kept.
 """
@@ -162,7 +163,7 @@ def bin_events(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Bin one sample's events onto the grid: returns (steps, units), sorted by step then unit,
     cropped to [0, n_steps), with duplicate (unit, step) pairs removed."""
-    steps = np.floor(np.asarray(times, dtype=np.float64) / dt).astype(np.int64)
+    steps = np.floor(np.asarray(times, dtype=np.float64) / dt + 1e-9).astype(np.int64)
     u = np.asarray(units, dtype=np.int64)
     keep = (steps >= 0) & (steps < n_steps) & (u >= 0) & (u < n_units)
     key = np.unique(steps[keep] * n_units + u[keep])  # sorted, de-duplicated

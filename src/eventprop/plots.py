@@ -115,7 +115,9 @@ def plot_runs(runs: list[Path], out: Path, sample: int = 0) -> list[Path]:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("% correct")
     axes[1].legend(fontsize=8, loc="lower right")
-    lo = min([np.nanmin(100 * _read_metrics(r)["test_accuracy"][1:]) for r in runs if len(_read_metrics(r)["epoch"]) > 1] + [90])
+    vals = [100 * v for r in runs for v in _read_metrics(r).get("test_accuracy", np.array([]))[1:]]
+    vals = [v for v in vals if np.isfinite(v)]
+    lo = min(vals + [90.0])
     axes[0].set_ylim(max(lo - 2, 0), 100.5)
     written.append(_savefig(fig, out / "learning_curves.png"))
     plt.close(fig)
@@ -136,8 +138,9 @@ def plot_runs(runs: list[Path], out: Path, sample: int = 0) -> list[Path]:
     ax.set_xticks(np.arange(len(names)))
     ax.set_xticklabels([n.split(" ", 1)[-1] for n in names])
     ax.set_ylabel("% correct (at selected epoch)")
-    allv = [json.loads((r / "summary.json").read_text()).get("test_accuracy") or 0 for r in runs]
-    ax.set_ylim(max(100 * min(allv) - 3, 0), 100)
+    allv = [json.loads((r / "summary.json").read_text()).get(k) for r in runs for k in ("test_accuracy", "train_accuracy")]
+    allv = [v for v in allv if v is not None]
+    ax.set_ylim(max(100 * min(allv + [0.9]) - 3, 0), 100)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     written.append(_savefig(fig, out / "summary_bars.png"))
@@ -161,7 +164,8 @@ def plot_sample(run: Path, out: Path, sample: int, tag: str) -> list[Path]:
     ck = run / "best.npz" if (run / "best.npz").is_file() else run / "checkpoint.npz"
     params = load_checkpoint(ck)
     data = load_data(cfg)
-    ds = data["test"] or data["val"] or data["train"]
+    split = "test" if data["test"] is not None else "val" if data["val"] is not None else "train"
+    ds = data[split]
     if not 0 <= sample < len(ds):
         raise UserError(f"--sample {sample}: the evaluation set has {len(ds)} samples")
     spec = build_spec(cfg, ds.n_units * cfg.data.delay_copies, ds.n_classes)
@@ -200,7 +204,7 @@ def plot_sample(run: Path, out: Path, sample: int, tag: str) -> list[Path]:
     axes[3].set_ylabel(f"adjoints of\noutput {label}")
     axes[3].set_xlabel("time (ms); the backward pass runs right to left")
     axes[3].legend(fontsize=8)
-    axes[0].set_title(f"{tag}: test sample {sample}, label {label}, predicted {int(res.pred[0])}")
+    axes[0].set_title(f"{tag}: {split} sample {sample}, label {label}, predicted {int(res.pred[0])}")
     p1 = _savefig(fig, out / f"sample_{tag}.png")
     plt.close(fig)
     return [p1]

@@ -42,6 +42,18 @@ METRIC_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accur
                  "seconds", "eval_seconds", "skipped_batches", "grazing"]
 
 
+def result_settings(cfg: RunConfig) -> dict:
+    """The settings that determine a run's numbers (what --resume must keep the same)."""
+    d = cfg.model_dump()
+    d.pop("description")
+    d.pop("xval")
+    for k in ("epochs", "threads", "eval_batch_size", "checkpoint_every"):
+        d["train"].pop(k)
+    for k in ("path", "download"):
+        d["data"].pop(k)
+    return d
+
+
 def build_spec(cfg: RunConfig, n_in: int, n_classes: int) -> NetworkSpec:
     m = cfg.model
     loss = get_loss(cfg.loss.name)
@@ -67,7 +79,8 @@ def load_data(cfg: RunConfig) -> dict[str, EventDataset | None]:
     from .data import load_dataset
 
     d = cfg.data
-    splits = load_dataset(d.name, d.path, trial_ms=d.trial_ms, dt_ms=cfg.model.dt_ms, n_val=d.n_val,
+    n_val = d.n_val if d.n_val is not None else (1000 if d.name == "yinyang" else 0)
+    splits = load_dataset(d.name, d.path, trial_ms=d.trial_ms, dt_ms=cfg.model.dt_ms, n_val=n_val,
                           seed=cfg.train.seed, download=d.download)
     out = {}
     for k in ("train", "val", "test"):
@@ -151,17 +164,13 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
     ckpt_path = out / "checkpoint.npz"
     if resume and not ckpt_path.is_file():
         raise UserError(f"--resume: no checkpoint.npz in {str(out)!r}")
-    if not resume and (out / "metrics.csv").exists():
+    if not resume and ckpt_path.exists():
         raise UserError(f"output folder {str(out)!r} already holds a run; use --resume or another --out")
     out.mkdir(parents=True, exist_ok=True)
     if resume and (out / "config.yaml").is_file():
         from .config import load_file, validate
 
-        saved = validate(load_file(out / "config.yaml")).model_dump()
-        now = cfg.model_dump()
-        saved["train"].pop("epochs")  # a resumed run may be extended
-        now["train"].pop("epochs")
-        if saved != now:
+        if result_settings(validate(load_file(out / "config.yaml"))) != result_settings(cfg):
             raise UserError(f"--resume: the config differs from {str(out / 'config.yaml')!r}; resume with the same config")
     fio.write_text(out / "config.yaml", to_yaml(cfg))
 
@@ -198,7 +207,7 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
     if select == "val" and val_ds is None:
         select = "train"
     n_train = len(train_ds)
-    n_batches = (n_train + t.batch_size - 1) // t.batch_size
+    n_batches = (n_train + t.batch_size - 1) // t.batch_size  # before augmentation (blend adds samples)
     log(f"eventprop {__version__}: {cfg.data.name} ({n_train} train, {len(val_ds) if val_ds else 0} val, "
         f"{len(test_ds) if test_ds else 0} test), network {spec.n_in}-{'-'.join(str(h.size) for h in spec.hidden)}"
         f"-{spec.output.size} ({'recurrent' if any(h.recurrent for h in spec.hidden) else 'feed-forward'}, "
@@ -209,10 +218,11 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
         rng = np.random.default_rng([t.seed, epoch, 7])
         ep_train = augment(cfg, train_ds, rng)
         order = rng.permutation(len(ep_train))
+        ep_batches = (len(order) + t.batch_size - 1) // t.batch_size
         t0 = time.perf_counter()
         loss_sum, correct, seen, skipped, grazing = 0.0, 0, 0, 0, 0
         rates = [np.zeros(h.size) for h in spec.hidden]
-        bar = _progress(n_batches, f"epoch {epoch + 1}/{t.epochs}", quiet)
+        bar = _progress(ep_batches, f"epoch {epoch + 1}/{t.epochs}", quiet)
         for bi in range(0, len(order), t.batch_size):
             idx = order[bi : bi + t.batch_size]
             batch = make_batch(ep_train, idx, spec.dt, n_steps, dropout=t.input_dropout, rng=rng,

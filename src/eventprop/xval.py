@@ -22,7 +22,8 @@ import numpy as np
 from . import io as fio
 from .config import RunConfig
 from .errors import UserError
-from .train import load_data, run
+from .config import load_file, validate
+from .train import load_data, result_settings, run
 
 
 def run_xval(cfg: RunConfig, out_dir: str | Path, quiet: bool = False, log=print) -> str:
@@ -31,6 +32,12 @@ def run_xval(cfg: RunConfig, out_dir: str | Path, quiet: bool = False, log=print
 
     cfg = cfg.model_copy(deep=True)
     cfg.data.n_val = 0  # the left-out speaker is the validation set
+    # the left-out speaker is the score: choosing the epoch or the learning-rate plateau on it
+    # would leak, so both follow the training accuracy (the paper's protocol)
+    if cfg.train.select != "train" or (cfg.train.plateau.enabled and cfg.train.plateau.which != "train"):
+        log("xval: best epoch and plateau schedule follow the training accuracy (the left-out speaker is the score)")
+    cfg.train.select = "train"
+    cfg.train.plateau.which = "train"
     data = load_data(cfg)
     full = data["train"]
     if full.speakers is None:
@@ -47,12 +54,14 @@ def run_xval(cfg: RunConfig, out_dir: str | Path, quiet: bool = False, log=print
         for spk, tr_idx, va_idx in folds:
             fcfg = cfg.model_copy(deep=True)
             fcfg.train.seed = seed
-            if fcfg.train.select == "test":
-                fcfg.train.select = "val"
             fdir = out / f"seed{seed}" / f"speaker{spk}"
             summ_path = fdir / "summary.json"
-            if summ_path.is_file() and json.loads(summ_path.read_text()).get("finished"):
-                summary = json.loads(summ_path.read_text())
+            if (fdir / "config.yaml").is_file() and \
+                    result_settings(validate(load_file(fdir / "config.yaml"))) != result_settings(fcfg):
+                raise UserError(f"xval: {str(fdir)!r} holds a fold of a different config; use another --out")
+            done = summ_path.is_file() and json.loads(summ_path.read_text())
+            if done and done.get("finished") and done.get("epochs") == fcfg.train.epochs:
+                summary = done
             else:
                 log(f"xval: seed {seed}, leaving out speaker {spk} ({len(va_idx)} samples)")
                 fold_data = {"train": full.subset(tr_idx, name=f"{full.name}-train"),
