@@ -25,13 +25,20 @@ def _sub_row(dst, src):
 
 
 @njit(cache=True, fastmath={"reassoc", "contract", "nsz"})
-def _feedback_row(w, dw, lv, li, ts):
-    """sum_j w_j (lamV_j - lamI_j), and dw_j -= tau_s,j lamI_j (one presynaptic spike)."""
-    fb = lv[0] - lv[0]  # zero of the array's dtype (keeps float32 loops in float32)
+def _dot(w, x):
+    """sum_j w_j x_j (reassociated so that it vectorises)."""
+    acc = x[0] - x[0]  # zero of the array's dtype (keeps float32 loops in float32)
     for j in range(w.shape[0]):
-        fb += w[j] * (lv[j] - li[j])
-        dw[j] -= ts[j] * li[j]
-    return fb
+        acc += w[j] * x[j]
+    return acc
+
+
+@njit(cache=True, inline="always")
+def _count_above(v, th):
+    c = 0
+    for j in range(v.shape[0]):
+        c += v[j] >= th
+    return c
 
 
 @njit(cache=True)
@@ -103,30 +110,35 @@ def _forward_sample(
             if spiking[l] == 0:
                 continue
             th = thr[l]
-            for j in range(noff[l], noff[l] + sizes[l]):
-                if V[j] >= th:
-                    # values at t_n, recovered from the step's exact update
-                    i_old = I[j] / beta[j]
-                    v_old = (V[j] - cfw[j] * i_old) / alpha[j]
-                    frac = (th - v_old) / (V[j] - v_old)
-                    if not frac >= 0.0:  # also catches NaN from 0/0
-                        frac = 0.0
-                    elif frac > 1.0:
-                        frac = 1.0
-                    d = i_old * np.exp(-frac * dt / tau_s[j]) - th
-                    if not d >= grazing_eps:
-                        d = grazing_eps
-                        graze += 1
-                    if ntape < cap:
-                        tape_step[b, ntape] = n + 1
-                        tape_id[b, ntape] = j
-                        tape_d[b, ntape] = d
-                    ntape += 1
-                    V[j] = 0.0
-                    counts[j] += 1
-                    if l == L and fs_step[j - oo] < 0:
-                        fs_step[j - oo] = n + 1
-                        fs_time[j - oo] = (n + frac) * dt
+            j_end = noff[l] + sizes[l]
+            for blk in range(noff[l], j_end, 32):
+                blk_end = min(blk + 32, j_end)
+                if _count_above(V[blk:blk_end], th) == 0:  # vectorised test, most blocks are silent
+                    continue
+                for j in range(blk, blk_end):
+                        if V[j] >= th:
+                            # values at t_n, recovered from the step's exact update
+                            i_old = I[j] / beta[j]
+                            v_old = (V[j] - cfw[j] * i_old) / alpha[j]
+                            frac = (th - v_old) / (V[j] - v_old)
+                            if not frac >= 0.0:  # also catches NaN from 0/0
+                                frac = 0.0
+                            elif frac > 1.0:
+                                frac = 1.0
+                            d = i_old * np.exp(-frac * dt / tau_s[j]) - th
+                            if not d >= grazing_eps:
+                                d = grazing_eps
+                                graze += 1
+                            if ntape < cap:
+                                tape_step[b, ntape] = n + 1
+                                tape_id[b, ntape] = j
+                                tape_d[b, ntape] = d
+                            ntape += 1
+                            V[j] = 0.0
+                            counts[j] += 1
+                            if l == L and fs_step[j - oo] < 0:
+                                fs_step[j - oo] = n + 1
+                                fs_time[j - oo] = (n + frac) * dt
         if ntape > cap:
             return ntape, graze  # tape overflow: the caller grows the tape and reruns
         # ---- readouts of a leaky-integrator output at t_{n+1}
@@ -194,7 +206,7 @@ def _backward_sample(
     alpha, beta, cbw, tau_s, tau_m, n_steps, kick_scale,
     tape_step, tape_id, tape_d, ntape,
     w_int, g_int, g_max, tmax, imax, vmax, g_trace, use_trace, g_spk, fs_step, reg,
-    lamV, lamI, jump, gtmp, pin_rate, dW, rec_b, rec_lamV, rec_lamI,
+    lamV, lamI, jump, gtmp, diff, pin_rate, dW, rec_b, rec_lamV, rec_lamI,
 ):
     n_layers = sizes.shape[0]
     L = n_layers - 1
@@ -235,6 +247,13 @@ def _backward_sample(
                 if vdot_m > 0.0 and vdot_m + s_all <= 0.0 and s_neg < 0.0:
                     pin_rate[k] = g_max[b, k] * vdot_m / tau_m[oo + k] / s_neg
                     n_pin += 1
+        if e_top > e_lo:
+            # per-neuron factors shared by every spike of this time: lamV - lamI (feedback)
+            # and tau_s lamI (gradient), from the values at t_m^+
+            for j in range(NT):
+                diff[j] = lamV[j] - lamI[j]
+            for j in range(NT):
+                gtmp[j] = tau_s[j] * lamI[j]
         for e in range(e_lo + 1, e_top + 1):
             nid = tape_id[b, e]
             l = _layer_of(nid, noff, n_layers)
@@ -244,14 +263,14 @@ def _backward_sample(
                 S = sizes[l + 1]
                 base = ff_off[l + 1] + i * S
                 po = noff[l + 1]
-                fb += _feedback_row(W[base : base + S], dW[base : base + S], lamV[po : po + S],
-                                    lamI[po : po + S], tau_s[po : po + S])
+                fb += _dot(W[base : base + S], diff[po : po + S])
+                _sub_row(dW[base : base + S], gtmp[po : po + S])
             if rec_off[l] >= 0:
                 S = sizes[l]
                 base = rec_off[l] + i * S
                 po = noff[l]
-                fb += _feedback_row(W[base : base + S], dW[base : base + S], lamV[po : po + S],
-                                    lamI[po : po + S], tau_s[po : po + S])
+                fb += _dot(W[base : base + S], diff[po : po + S])
+                _sub_row(dW[base : base + S], gtmp[po : po + S])
             extra = 0.0
             if l == L and fs_step[i] == m:
                 extra = g_spk[b, i]
@@ -314,6 +333,7 @@ def _backward_chunk(
     lamI = np.empty(NT, dtype=W.dtype)
     jump = np.empty(NT, dtype=W.dtype)
     gtmp = np.empty(NT, dtype=W.dtype)
+    diff = np.empty(NT, dtype=W.dtype)
     pin_rate = np.zeros(sizes[sizes.shape[0] - 1], dtype=np.float64)
     dW = dWc[c]
     for j in range(dW.shape[0]):
@@ -326,7 +346,7 @@ def _backward_chunk(
             alpha, beta, cbw, tau_s, tau_m, n_steps, kick_scale,
             tape_step, tape_id, tape_d, ntape[b],
             w_int, g_int, g_max, tmax, imax, vmax, g_trace, use_trace, g_spk, fs_step[b], reg,
-            lamV, lamI, jump, gtmp, pin_rate, dW, rec_b, rec_lamV, rec_lamI,
+            lamV, lamI, jump, gtmp, diff, pin_rate, dW, rec_b, rec_lamV, rec_lamI,
         )
 
 
