@@ -128,7 +128,7 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
                 j -= g_counts[l][i] / (thr[l] * tm[l][i])
             jumps.append((l, i, j))
         for (l, i, j) in jumps:
-            lV[l][i] += j
+            lV[l][i] = np.clip(lV[l][i] + j, -1e15, 1e15)
         if m == N and spiking[L]:
             for k in range(C):
                 if first_step[k] < 0 and g_spk[k] != 0:

@@ -11,6 +11,8 @@ the number of threads.
 import numpy as np
 from numba import njit, prange
 
+LAMBDA_MAX = 1e15  # bound on |lambda_V| after a jump (see _backward_sample)
+
 
 @njit(cache=True, inline="always")
 def _add_row(dst, src):
@@ -284,7 +286,14 @@ def _backward_sample(
                 jv -= reg[b, nid] / (thr[l] * tau_m[nid])
             jump[e - e_lo - 1] = jv
         for e in range(e_lo + 1, e_top + 1):
-            lamV[tape_id[b, e]] += jump[e - e_lo - 1]
+            v = lamV[tape_id[b, e]] + jump[e - e_lo - 1]
+            # hard bound: chains of near-grazing spikes can compound the jump factor (1 + theta/d);
+            # never reached in normal training, it keeps every gradient finite in float32
+            if v > LAMBDA_MAX:
+                v = LAMBDA_MAX
+            elif v < -LAMBDA_MAX:
+                v = -LAMBDA_MAX
+            lamV[tape_id[b, e]] = v
         e_top = e_lo
         # ---- phantom spikes: a spiking output neuron without a spike but with dL/dt != 0
         if m == n_steps and spiking[L] == 1:

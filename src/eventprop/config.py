@@ -78,7 +78,7 @@ class ModelConfig(_Strict):
     threshold: float = Field(1.0, gt=0)
     out_tau_mem: float = Field(20.0, gt=0)
     out_tau_syn: float = Field(5.0, gt=0)
-    grazing_eps: float = Field(1e-3, gt=0, description="floor on tau_m dV/dt at a spike (grazing crossings)")
+    grazing_eps: float = Field(1e-2, gt=0, description="floor on tau_m dV/dt at a spike (grazing crossings)")
     dtype: Literal["float32", "float64"] = "float32"
     init: InitConfig = InitConfig()
 

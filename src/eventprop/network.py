@@ -49,7 +49,7 @@ class NetworkSpec:
     hidden: list[LayerSpec]
     output: OutputSpec
     dt: float = 1.0
-    grazing_eps: float = 1e-3
+    grazing_eps: float = 1e-2
 
     def __post_init__(self) -> None:
         if self.n_in < 1:
