@@ -14,7 +14,7 @@ from eventprop.data import latency_encode, load_mnist, read_idx
 from eventprop.data import mnist as mnist_mod
 from eventprop.errors import DataError, UserError
 
-REAL = Path("/work/shared/data/mnist")
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"  # shared/ beside the repository
 NAMES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 
 
@@ -50,7 +50,7 @@ def write_set(folder: Path, n_train=6, n_test=4, gz=True, seed=0, overrides=None
 @pytest.fixture(scope="module")
 def real():
     if not REAL.is_dir():
-        pytest.skip("real MNIST files not available")
+        pytest.fail(f"real MNIST files not found in {REAL} (shared/ must sit beside the repository)")
     return load_mnist(REAL, download=False)
 
 
@@ -82,7 +82,7 @@ def test_real_spike_counts_and_formula(real):
 
 def test_real_validation_split_and_limits():
     if not REAL.is_dir():
-        pytest.skip("real MNIST files not available")
+        pytest.fail(f"real MNIST files not found in {REAL} (shared/ must sit beside the repository)")
     d = load_mnist(REAL, download=False, n_val=500, seed=1, limit_train=3000, limit_test=100,
                    trial_ms=30.0, dt_ms=0.5)
     assert len(d["train"]) == 2500 and len(d["val"]) == 500 and len(d["test"]) == 100
