@@ -166,6 +166,7 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
         raise UserError(f"--resume: no checkpoint.npz in {str(out)!r}")
     if not resume and ckpt_path.exists():
         raise UserError(f"output folder {str(out)!r} already holds a run; use --resume or another --out")
+    data = data or load_data(cfg)  # before creating anything: a data error leaves no run folder behind
     out.mkdir(parents=True, exist_ok=True)
     if resume and (out / "config.yaml").is_file():
         from .config import load_file, validate
@@ -174,7 +175,6 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
             raise UserError(f"--resume: the config differs from {str(out / 'config.yaml')!r}; resume with the same config")
     fio.write_text(out / "config.yaml", to_yaml(cfg))
 
-    data = data or load_data(cfg)
     train_ds, val_ds, test_ds = data["train"], data.get("val"), data.get("test")
     n_steps = n_steps_of(cfg)
     spec = build_spec(cfg, train_ds.n_units * cfg.data.delay_copies, train_ds.n_classes)
