@@ -39,9 +39,16 @@ def bin_all(times, units, offsets, dt, n_steps, n_units):
             hi = count[st + 1]
             if hi == lo:
                 continue
-            seg = np.sort(tmp_u[lo:hi])
-            for q in range(seg.shape[0]):
-                u = seg[q]
+            # insertion sort in place: a step holds few spikes, and np.sort would allocate
+            for q in range(lo + 1, hi):
+                x = tmp_u[q]
+                r = q - 1
+                while r >= lo and tmp_u[r] > x:
+                    tmp_u[r + 1] = tmp_u[r]
+                    r -= 1
+                tmp_u[r + 1] = x
+            for q in range(lo, hi):
+                u = tmp_u[q]
                 if last[u] != s * n_steps + st:
                     last[u] = s * n_steps + st
                     out_s[pos] = st
