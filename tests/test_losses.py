@@ -5,7 +5,7 @@ import types
 import numpy as np
 import pytest
 
-from eventprop.engine import ReadoutGrads, backward, forward
+from eventprop.engine import ReadoutGrads
 from eventprop.errors import UserError
 from eventprop.events import batch_from_arrays
 from eventprop.losses import (FirstSpikeLoss, Loss, LossResult, SpikeCountRegulariser, cross_entropy, get_loss,

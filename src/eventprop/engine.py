@@ -35,7 +35,8 @@ Backward, from t_N down to t_0, adjoints lambda_V, lambda_I start at 0. At each 
    fb = sum_j w_ij (lambda_V,j - lambda_I,j), and the jump
    lambda_V,i <- lambda_V,i + (theta lambda_V,i + fb + dL/dt_i) / d  (Table 1), where dL/dt_i is
    nonzero only for the first spike of a spiking output neuron; for hidden neurons the
-   regulariser then subtracts dL_reg/dn_i / (theta tau_m). All jumps of t_m are applied together.
+   regulariser then subtracts dL_reg/dn_i / (theta tau_m). All jumps of t_m are applied together,
+   and |lambda_V| is bounded by 1e15 after a jump (near-grazing jump factors can compound).
    Max readout pinned at a spike arrival: if output k's maximum is at t_m, V_k was rising just
    before the arrivals of t_m (I_k - V_k > 0) and falls after them, the maximum moves with those
    spikes' times, dV_max/dt_i = dV_k/dt(t_m^-); dL/dmax_k times this is added to dL/dt_i of the
