@@ -62,3 +62,19 @@ def test_dropout_keeps_a_seeded_subset():
         s, u = unpack(a, j)
         fs, fu = unpack(full, j)
         assert set(zip(s, u)) <= set(zip(fs, fu))
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), f=st.integers(0, 12))
+def test_random_shift_kernel_matches_numpy_definition(seed, f):
+    from eventprop.data import random_shift
+
+    ds = random_ds(seed)
+    out = random_shift(ds, f, np.random.default_rng(seed))
+    shift = np.random.default_rng(seed).integers(-f, f + 1, size=len(ds))  # the same draw
+    ids = np.repeat(np.arange(len(ds)), np.diff(ds.offsets))
+    units = ds.units.astype(np.int64) + shift[ids]
+    keep = (units >= 0) & (units < ds.n_units)
+    np.testing.assert_array_equal(out.units, units[keep])
+    np.testing.assert_array_equal(out.times, ds.times[keep])
+    np.testing.assert_array_equal(np.diff(out.offsets), np.bincount(ids[keep], minlength=len(ds)))

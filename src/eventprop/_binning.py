@@ -102,3 +102,24 @@ def gather_batch(steps, units, offsets, idx, keep, n_steps, delay_copies, delay_
         pos += cnt[n_steps]
         kpos += b - a
     return ptr, out[:pos].copy()
+
+
+@njit(cache=True)
+def shift_units(times, units, offsets, shifts, n_units):
+    """Per-sample channel shift in one pass: unit + shifts[sample], dropping spikes that leave
+    [0, n_units). Returns (times, units, offsets) of the kept spikes, order preserved."""
+    S = offsets.shape[0] - 1
+    out_t = np.empty(times.shape[0], dtype=times.dtype)
+    out_u = np.empty(units.shape[0], dtype=np.int32)
+    out_off = np.zeros(S + 1, dtype=np.int64)
+    pos = 0
+    for s in range(S):
+        sh = shifts[s]
+        for e in range(offsets[s], offsets[s + 1]):
+            u = units[e] + sh
+            if 0 <= u < n_units:
+                out_t[pos] = times[e]
+                out_u[pos] = u
+                pos += 1
+        out_off[s + 1] = pos
+    return out_t[:pos].copy(), out_u[:pos].copy(), out_off
