@@ -215,11 +215,11 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
         f"{t.epochs} epochs of {n_batches} batches -> {out}")
 
     for epoch in range(start_epoch, t.epochs):
+        t0 = time.perf_counter()  # the epoch's time includes augmentation and batching
         rng = np.random.default_rng([t.seed, epoch, 7])
         ep_train = augment(cfg, train_ds, rng)
         order = rng.permutation(len(ep_train))
         ep_batches = (len(order) + t.batch_size - 1) // t.batch_size
-        t0 = time.perf_counter()
         loss_sum, correct, seen, skipped, grazing = 0.0, 0, 0, 0, 0
         rates = [np.zeros(h.size) for h in spec.hidden]
         bar = _progress(ep_batches, f"epoch {epoch + 1}/{t.epochs}", quiet)
