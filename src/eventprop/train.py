@@ -4,7 +4,8 @@ Results folder (the contract other tools read):
 
 * ``config.yaml``   the resolved config;
 * ``metrics.csv``   one row per epoch: epoch, train_loss, train_accuracy, val_loss, val_accuracy,
-  test_accuracy, lr, seconds (training time of the epoch), eval_seconds, skipped_batches,
+  test_accuracy, lr, seconds (wall time of the epoch's training: augmentation, batching, steps),
+  eval_seconds, skipped_batches,
   grazing, and the mean spike count per neuron of each hidden layer (hidden0_rate, ...);
 * ``summary.json``  test_accuracy (at the selected epoch), best_epoch, train_accuracy,
   val_accuracy, epochs, seconds_per_epoch, selection rule, library version, ...;
