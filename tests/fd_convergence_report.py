@@ -20,7 +20,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
 
 import exact_sim as xs  # noqa: E402
 import test_gradient_fd as T  # noqa: E402
@@ -54,15 +53,7 @@ def main(argv=None):
             print(_row(name, loss_name, errs))
     # phantom spikes: engine vs exact gradient + the phantom's loss source at T
     for loss_name in T.LIF:
-        case, loss, labels, res0, g_spk = T._phantom_setup(loss_name)
-        C = case.d.C
-        tm = np.broadcast_to(np.asarray(case.spec.output.tau_mem, float), (C,))
-        th = case.spec.output.threshold
-        B = len(labels)
-        coef = [-g_spk[b, labels[b]] * tm[labels[b]] / th for b in range(B)]
-        sur = {"phantom": lambda res: sum(coef[b] * res[b].v_end[labels[b]] for b in range(B))}
-        fd = xs.fd_gradients(case.spec, case.params, case.samples, case.T, [loss], h=T.H_FD, extra_fns=sur)
-        target = {k: fd.grads[loss_name][k] + fd.extra["phantom"][k] for k in case.params}
+        case, loss, _, _, target = T.phantom_target(loss_name)
         errs = [T.rel_err(T.engine_grad(case, loss, dt)[1], target) for dt in dts]
         print(_row("lif_phantom (vs exact + phantom source at T)", loss_name, errs))
     # max loss with maxima pinned at inhibitory spike arrivals: the engine includes the

@@ -421,11 +421,9 @@ def test_phantom_spike_pushes_label_weights_up(loss_name):
         assert np.all(col[~spiked] == 0)
 
 
-@pytest.mark.parametrize("loss_name", LIF)
-def test_phantom_spike_gradient_decomposition(loss_name):
-    """Without the phantom the engine gives the exact gradient (the CE term does not depend on
-    the silent label neuron's weights locally); the phantom adds exactly the gradient of
-    -(dL/dt tau_m / theta) V_label(T), a loss source at T (Methods 4.1)."""
+def phantom_target(loss_name):
+    """FD of the exact model with a silent label neuron, and that plus the gradient of the
+    phantom's loss source -(dL/dt tau_m / theta) V_label(T): (case, loss, fd, exact, target)."""
     case, loss, labels, res0, g_spk = _phantom_setup(loss_name)
     C = case.d.C
     tm = np.broadcast_to(np.asarray(case.spec.output.tau_mem, float), (C,))
@@ -434,9 +432,19 @@ def test_phantom_spike_gradient_decomposition(loss_name):
     coef = [-g_spk[b, labels[b]] * tm[labels[b]] / th for b in range(B)]
     surrogate = {"phantom": lambda res: sum(coef[b] * res[b].v_end[labels[b]] for b in range(B))}
     fd = xs.fd_gradients(case.spec, case.params, case.samples, case.T, [loss], h=H_FD, extra_fns=surrogate)
-    check_case_preconditions(case, fd)
     exact = fd.grads[loss_name]
-    with_phantom = {k: exact[k] + fd.extra["phantom"][k] for k in exact}
+    return case, loss, fd, exact, {k: exact[k] + fd.extra["phantom"][k] for k in exact}
+
+
+@pytest.mark.parametrize("loss_name", LIF)
+def test_phantom_spike_gradient_decomposition(loss_name):
+    """Without the phantom the engine gives the exact gradient (the CE term does not depend on
+    the silent label neuron's weights locally); the phantom adds exactly the gradient of
+    -(dL/dt tau_m / theta) V_label(T), a loss source at T (Methods 4.1)."""
+    case, loss, fd, exact, with_phantom = phantom_target(loss_name)
+    check_case_preconditions(case, fd)
+    labels = np.array([smp[2] for smp in case.samples])
+    B = len(labels)
     assert np.linalg.norm(flat(fd.extra["phantom"])) > np.linalg.norm(flat(exact))  # the phantom matters
     errs_no, errs_ph = [], []
     for dt in DTS:

@@ -59,6 +59,26 @@ def bin_all(times, units, offsets, dt, n_steps, n_units):
 
 
 @njit(cache=True)
+def _place_sample(steps, units, a, b, keep, koff, delay_copies, delay_steps, n_steps, n_units, slot, out, base):
+    """Walk one sample's kept events and their delayed copies (copies in order, so within a step
+    units stay sorted by (copy, unit) = by unit id), dropping those past the trial end. With an
+    empty ``out`` it counts events per step into slot[step + 1]; otherwise it writes unit ids to
+    out[base + slot[step]] and advances slot[step]."""
+    count_only = out.shape[0] == 0
+    for c in range(delay_copies):
+        for e in range(a, b):
+            if keep[koff + e - a] == 0:
+                continue
+            st = steps[e] + c * delay_steps
+            if st < n_steps:
+                if count_only:
+                    slot[st + 1] += 1
+                else:
+                    out[base + slot[st]] = units[e] + c * n_units
+                    slot[st] += 1
+
+
+@njit(cache=True)
 def gather_batch(steps, units, offsets, idx, keep, n_steps, delay_copies, delay_steps, n_units):
     """CSR batch of samples idx from pre-binned events. keep: per gathered event (after the
     per-sample order), 1 to keep (input dropout); delay_copies > 1 adds delayed copies."""
@@ -69,36 +89,21 @@ def gather_batch(steps, units, offsets, idx, keep, n_steps, delay_copies, delay_
         s = idx[j]
         total += (offsets[s + 1] - offsets[s]) * delay_copies
     out = np.empty(total, dtype=np.int32)
+    no_out = np.empty(0, dtype=np.int32)
     cnt = np.zeros(n_steps + 1, dtype=np.int64)
     pos = 0
     kpos = 0
     for j in range(B):
         s = idx[j]
         a, b = offsets[s], offsets[s + 1]
-        for k in range(n_steps + 1):
-            cnt[k] = 0
-        for c in range(delay_copies):
-            for e in range(a, b):
-                if keep[kpos + e - a] == 0:
-                    continue
-                st = steps[e] + c * delay_steps
-                if st < n_steps:
-                    cnt[st + 1] += 1
+        cnt[:] = 0
+        _place_sample(steps, units, a, b, keep, kpos, delay_copies, delay_steps, n_steps, n_units, cnt, no_out, 0)
         for k in range(n_steps):
             cnt[k + 1] += cnt[k]
         ptr[j, 0] = pos
         for k in range(n_steps):
             ptr[j, k + 1] = pos + cnt[k + 1]
-        fill = cnt.copy()
-        # copies in order, so within a step units stay sorted by (copy, unit) = by unit id
-        for c in range(delay_copies):
-            for e in range(a, b):
-                if keep[kpos + e - a] == 0:
-                    continue
-                st = steps[e] + c * delay_steps
-                if st < n_steps:
-                    out[pos + fill[st]] = units[e] + c * n_units
-                    fill[st] += 1
+        _place_sample(steps, units, a, b, keep, kpos, delay_copies, delay_steps, n_steps, n_units, cnt.copy(), out, pos)
         pos += cnt[n_steps]
         kpos += b - a
     return ptr, out[:pos].copy()
