@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from eventprop.engine import ReadoutGrads, backward, forward
+from eventprop.engine import ReadoutGrads, ReadoutWeight, backward, forward
 from eventprop.events import batch_from_arrays
 from eventprop.network import InitSpec, LayerSpec, NetworkSpec, OutputSpec, init_params
 from reference import reference_run
@@ -37,11 +37,13 @@ def make_case(name, seed, dtype, n_steps=40, B=5, n_in=6, C=3):
         lists.append((key // n_in, key % n_in))
     batch = batch_from_arrays(lists, rng.integers(0, C, B), n_steps, 1.0)
     rg = ReadoutGrads(
-        integral=rng.normal(size=(B, C)), vmax=rng.normal(size=(B, C)), trace=rng.normal(size=(B, n_steps, C)) * 0.1,
+        integral=rng.normal(size=(B, C)), vmax=rng.normal(size=(B, C)), trace=rng.normal(size=(B, n_steps + 1, C)) * 0.1,
         first_spike=rng.normal(size=(B, C)) * 0.1,
         spike_counts=[rng.normal(size=(B, h.size)) * 0.05 for h in spec.hidden],
     )
-    weight = np.exp(-np.arange(1, n_steps + 1) / n_steps)
+    # a weight that is neither constant, linear nor exponential, with a decay factor on top
+    t = np.arange(n_steps + 1)
+    weight = (1.0 + 0.5 * np.sin(t / 7.0), 1.0 / n_steps)
     return spec, params, batch, rg, weight, lists
 
 
@@ -54,7 +56,7 @@ def ref_inputs(lists, b, n_steps):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_engine_matches_reference_float64(name, seed):
     spec, params, batch, rg, weight, lists = make_case(name, seed, np.float64)
-    fw = forward(spec, params, batch, weight=weight, trace=True)
+    fw = forward(spec, params, batch, weight=ReadoutWeight(*weight), trace=True)
     grads = backward(fw, rg)
     B, N = batch.ptr.shape[0], batch.n_steps
     total = {k: np.zeros_like(v, dtype=np.float64) for k, v in params.items()}
@@ -92,7 +94,7 @@ def test_engine_matches_reference_float64(name, seed):
 @pytest.mark.parametrize("name", ["recurrent", "two_hidden_rec", "lif_out"])
 def test_engine_float32_close_to_reference(name):
     spec, params, batch, rg, weight, lists = make_case(name, 5, np.float32)
-    fw = forward(spec, params, batch, weight=weight, trace=True)
+    fw = forward(spec, params, batch, weight=ReadoutWeight(*weight), trace=True)
     grads = backward(fw, rg)
     N = batch.n_steps
     total = {k: np.zeros(v.shape) for k, v in params.items()}
@@ -120,7 +122,7 @@ def test_deterministic_across_thread_counts():
     results = []
     for nt in sorted({1, numba.config.NUMBA_NUM_THREADS}):
         numba.set_num_threads(nt)
-        fw = forward(spec, params, batch, weight=weight, trace=True)
+        fw = forward(spec, params, batch, weight=ReadoutWeight(*weight), trace=True)
         results.append(backward(fw, rg))
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     for k in results[0]:

@@ -54,12 +54,17 @@ def _layer_of(nid, noff, n_layers):
 @njit(cache=True)
 def _forward_sample(
     b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
-    alpha, beta, cfw, tau_s, n_steps, dt, grazing_eps, w_int, want_trace,
-    V, I,
+    alpha, beta, cfw, tau_s, n_steps, dt, grazing_eps, w_a, w_b, rcoef, want_trace,
+    V, I, prev_ids, cur_ids,
     tape_step, tape_id, tape_d, cap,
     integral, vmax, tmax, imax, trace, fs_time, fs_step, counts,
 ):
-    """Forward pass of sample b. Returns (number of spikes, grazing count)."""
+    """Forward pass of sample b. Returns (number of spikes, grazing count).
+
+    Spikes beyond the tape's capacity are counted but not written, and the simulation goes on
+    (the spikes of the previous step are delivered from ``prev_ids``, not from the tape), so the
+    returned count is exact and the caller can allocate the right tape in one go.
+    """
     n_layers = sizes.shape[0]
     L = n_layers - 1
     NT = V.shape[0]
@@ -78,17 +83,19 @@ def _forward_sample(
         fs_step[k] = -1
     ntape = 0
     graze = 0
-    prev_start = 0
-    prev_end = 0
+    n_prev = 0
     S0 = sizes[0]
+    if want_trace and spiking[L] == 0:
+        for k in range(no):
+            trace[b, 0, k] = 0.0
     for n in range(n_steps):
         # ---- arrivals at t_n: input spikes of bin n, then spikes detected at t_n
         I0 = I[0:S0]
         for q in range(in_ptr[b, n], in_ptr[b, n + 1]):
             base = ff_off[0] + in_units[q] * S0
             _add_row(I0, W[base : base + S0])
-        for e in range(prev_start, prev_end):
-            nid = tape_id[b, e]
+        for e in range(n_prev):
+            nid = prev_ids[e]
             l = _layer_of(nid, noff, n_layers)
             i = nid - noff[l]
             if l < L:
@@ -101,13 +108,22 @@ def _forward_sample(
                 base = rec_off[l] + i * S
                 po = noff[l]
                 _add_row(I[po : po + S], W[base : base + S])
+        # ---- weighted-integral readout of a leaky-integrator output over [t_n, t_{n+1}], exact
+        #      for the free evolution from (V, I) at t_n^+ (coefficients: engine._readout_coefs)
+        if spiking[L] == 0:
+            wa = w_a[b, n]
+            wb = w_b[b, n]
+            for k in range(no):
+                v = V[oo + k]
+                c = I[oo + k]
+                integral[k] += wa * (rcoef[0, k] * v + rcoef[2, k] * c) + wb * (rcoef[1, k] * v + rcoef[3, k] * c)
         # ---- exact integration over [t_n, t_{n+1}] (two simple loops: they vectorise)
         for j in range(NT):
             V[j] = alpha[j] * V[j] + cfw[j] * I[j]
         for j in range(NT):
             I[j] = beta[j] * I[j]
         # ---- threshold crossings, detected at t_{n+1}
-        new_start = ntape
+        n_cur = 0
         for l in range(n_layers):
             if spiking[l] == 0:
                 continue
@@ -136,33 +152,33 @@ def _forward_sample(
                                 tape_id[b, ntape] = j
                                 tape_d[b, ntape] = d
                             ntape += 1
+                            cur_ids[n_cur] = j
+                            n_cur += 1
                             V[j] = 0.0
                             counts[j] += 1
                             if l == L and fs_step[j - oo] < 0:
                                 fs_step[j - oo] = n + 1
                                 fs_time[j - oo] = (n + frac) * dt
-        if ntape > cap:
-            return ntape, graze  # tape overflow: the caller grows the tape and reruns
-        # ---- readouts of a leaky-integrator output at t_{n+1}
+        # ---- sampled readouts of a leaky-integrator output at t_{n+1}
         if spiking[L] == 0:
             for k in range(no):
                 v = V[oo + k]
-                integral[k] += w_int[b, n] * v
                 if v > vmax[k]:
                     vmax[k] = v
                     tmax[k] = n + 1
                     imax[k] = I[oo + k]  # current at t_{n+1} before that time's arrivals
                 if want_trace:
-                    trace[b, n, k] = v
-        prev_start = new_start
-        prev_end = ntape
+                    trace[b, n + 1, k] = v
+        for e in range(n_cur):
+            prev_ids[e] = cur_ids[e]
+        n_prev = n_cur
     return ntape, graze
 
 
 @njit(cache=True, parallel=True)
 def forward_batch(
     in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
-    alpha, beta, cfw, tau_s, n_steps, dt, grazing_eps, w_int, want_trace,
+    alpha, beta, cfw, tau_s, n_steps, dt, grazing_eps, w_a, w_b, rcoef, want_trace,
     tape_step, tape_id, tape_d, ntape, graze,
     integral, vmax, tmax, imax, trace, fs_time, fs_step, counts, n_chunks,
 ):
@@ -173,7 +189,7 @@ def forward_batch(
         _forward_chunk(
             c, n_chunks, B, NT, cap,
             in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
-            alpha, beta, cfw, tau_s, n_steps, dt, grazing_eps, w_int, want_trace,
+            alpha, beta, cfw, tau_s, n_steps, dt, grazing_eps, w_a, w_b, rcoef, want_trace,
             tape_step, tape_id, tape_d, ntape, graze,
             integral, vmax, tmax, imax, trace, fs_time, fs_step, counts,
         )
@@ -183,19 +199,21 @@ def forward_batch(
 def _forward_chunk(
     c, n_chunks, B, NT, cap,
     in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
-    alpha, beta, cfw, tau_s, n_steps, dt, grazing_eps, w_int, want_trace,
+    alpha, beta, cfw, tau_s, n_steps, dt, grazing_eps, w_a, w_b, rcoef, want_trace,
     tape_step, tape_id, tape_d, ntape, graze,
     integral, vmax, tmax, imax, trace, fs_time, fs_step, counts,
 ):
     V = np.empty(NT, dtype=W.dtype)
     I = np.empty(NT, dtype=W.dtype)
+    prev_ids = np.empty(NT, dtype=np.int32)
+    cur_ids = np.empty(NT, dtype=np.int32)
     b0 = (c * B) // n_chunks
     b1 = ((c + 1) * B) // n_chunks
     for b in range(b0, b1):
         nt, gz = _forward_sample(
             b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
-            alpha, beta, cfw, tau_s, n_steps, dt, grazing_eps, w_int, want_trace,
-            V, I, tape_step, tape_id, tape_d, cap,
+            alpha, beta, cfw, tau_s, n_steps, dt, grazing_eps, w_a, w_b, rcoef, want_trace,
+            V, I, prev_ids, cur_ids, tape_step, tape_id, tape_d, cap,
             integral[b], vmax[b], tmax[b], imax[b], trace, fs_time[b], fs_step[b], counts[b],
         )
         ntape[b] = nt
@@ -205,9 +223,9 @@ def _forward_chunk(
 @njit(cache=True)
 def _backward_sample(
     b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
-    alpha, beta, cbw, tau_s, tau_m, n_steps, kick_scale,
+    alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
     tape_step, tape_id, tape_d, ntape,
-    w_int, g_int, g_max, tmax, imax, vmax, g_trace, use_trace, g_spk, fs_step, reg,
+    w_a, w_b, rcoef, tcoef, g_int, g_max, tmax, imax, vmax, g_trace, use_trace, g_spk, fs_step, reg,
     lamV, lamI, jump, gtmp, diff, pin_rate, dW, rec_b, rec_lamV, rec_lamI,
 ):
     n_layers = sizes.shape[0]
@@ -308,34 +326,46 @@ def _backward_sample(
             for q in range(in_ptr[b, m], in_ptr[b, m + 1]):
                 base = ff_off[0] + in_units[q] * S0
                 _sub_row(dW[base : base + S0], g0)
-        # ---- loss sources of a leaky-integrator output: kicks dL/dV(t_m) / tau_m at t_m
+        # ---- max readout: a sample of V_k at t_m, so a kick -dL/dmax / tau_m at t_m
         if m >= 1 and spiking[L] == 0:
             for k in range(no):
-                gk = g_int[b, k] * w_int[b, m - 1] * kick_scale
                 if tmax[b, k] == m:
-                    gk += g_max[b, k]
-                if use_trace:
-                    gk += g_trace[b, m - 1, k]
-                lamV[oo + k] -= gk / tau_m[oo + k]
+                    lamV[oo + k] -= g_max[b, k] / tau_m[oo + k]
         if b == rec_b:
             for j in range(NT):
                 rec_lamV[m, j] = lamV[j]
                 rec_lamI[m, j] = lamI[j]
-        # ---- exact backward integration from t_m to t_{m-1}
+        # ---- exact backward integration from t_m to t_{m-1}, with the continuous sources of the
+        #      integral readout and of a per-time loss over that step integrated exactly (they
+        #      are the discrete adjoint of the forward readout: same coefficients)
         if m >= 1:
             for j in range(NT):
                 lamI[j] = beta[j] * lamI[j] + cbw[j] * lamV[j]
             for j in range(NT):
                 lamV[j] = alpha[j] * lamV[j]
+            if spiking[L] == 0:
+                wa = w_a[b, m - 1]
+                wb = w_b[b, m - 1]
+                for k in range(no):
+                    gi = g_int[b, k] * inv_T
+                    sV = gi * (wa * rcoef[0, k] + wb * rcoef[1, k])
+                    sI = gi * (wa * rcoef[2, k] + wb * rcoef[3, k])
+                    if use_trace:
+                        G0 = g_trace[b, m - 1, k]
+                        dG = g_trace[b, m, k] - G0
+                        sV += G0 * tcoef[0, k] + dG * tcoef[1, k]
+                        sI += G0 * tcoef[2, k] + dG * tcoef[3, k]
+                    lamV[oo + k] -= sV / tau_m[oo + k]
+                    lamI[oo + k] -= sI / tau_s[oo + k]
 
 
 @njit(cache=True)
 def _backward_chunk(
     c, n_chunks, B, NT,
     in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
-    alpha, beta, cbw, tau_s, tau_m, n_steps, kick_scale,
+    alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
     tape_step, tape_id, tape_d, ntape,
-    w_int, g_int, g_max, tmax, imax, vmax, g_trace, use_trace, g_spk, fs_step, reg,
+    w_a, w_b, rcoef, tcoef, g_int, g_max, tmax, imax, vmax, g_trace, use_trace, g_spk, fs_step, reg,
     dWc, rec_b, rec_lamV, rec_lamI,
 ):
     lamV = np.empty(NT, dtype=W.dtype)
@@ -352,9 +382,9 @@ def _backward_chunk(
     for b in range(b0, b1):
         _backward_sample(
             b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
-            alpha, beta, cbw, tau_s, tau_m, n_steps, kick_scale,
+            alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
             tape_step, tape_id, tape_d, ntape[b],
-            w_int, g_int, g_max, tmax, imax, vmax, g_trace, use_trace, g_spk, fs_step[b], reg,
+            w_a, w_b, rcoef, tcoef, g_int, g_max, tmax, imax, vmax, g_trace, use_trace, g_spk, fs_step[b], reg,
             lamV, lamI, jump, gtmp, diff, pin_rate, dW, rec_b, rec_lamV, rec_lamI,
         )
 
@@ -362,9 +392,9 @@ def _backward_chunk(
 @njit(cache=True, parallel=True)
 def backward_batch(
     in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
-    alpha, beta, cbw, tau_s, tau_m, n_steps, kick_scale,
+    alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
     tape_step, tape_id, tape_d, ntape,
-    w_int, g_int, g_max, tmax, imax, vmax, g_trace, use_trace, g_spk, fs_step, reg,
+    w_a, w_b, rcoef, tcoef, g_int, g_max, tmax, imax, vmax, g_trace, use_trace, g_spk, fs_step, reg,
     dWc, dW, rec_b, rec_lamV, rec_lamI,
 ):
     B = in_ptr.shape[0]
@@ -374,9 +404,9 @@ def backward_batch(
         _backward_chunk(
             c, n_chunks, B, NT,
             in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr,
-            alpha, beta, cbw, tau_s, tau_m, n_steps, kick_scale,
+            alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
             tape_step, tape_id, tape_d, ntape,
-            w_int, g_int, g_max, tmax, imax, vmax, g_trace, use_trace, g_spk, fs_step, reg,
+            w_a, w_b, rcoef, tcoef, g_int, g_max, tmax, imax, vmax, g_trace, use_trace, g_spk, fs_step, reg,
             dWc, rec_b, rec_lamV, rec_lamI,
         )
     # deterministic reduction: every element summed over chunks in chunk order

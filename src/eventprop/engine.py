@@ -149,20 +149,84 @@ def unflatten(lay: _Layout, flat: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+@dataclass(frozen=True)
+class ReadoutWeight:
+    """The weight w(t) of the integral readout R_k = (1/T) int_0^T w(t) V_k(t) dt.
+
+    ``values`` holds w at the grid times t_0..t_N, shape (N+1,) or (B, N+1) (per sample); within
+    step n the weight is w(t_n + u) = e^{-rate u} (w_n + (w_{n+1} e^{rate dt} - w_n) u/dt), i.e.
+    linear interpolation times an exponential factor. This is exact for w = 1, for linear w
+    (rate 0) and for w = e^{-t/tau} (rate 1/tau); for any other smooth w the quadrature error is
+    O(dt^2 w'') per unit time.
+    """
+
+    values: np.ndarray
+    rate: float = 0.0
+
+
+_GL_X, _GL_W = np.polynomial.legendre.leggauss(16)
+
+
+def _kappa(u, tm, ts):
+    """V(u) of a neuron at rest that receives a unit current jump at u = 0 (stable for tm ~ ts)."""
+    r = 1.0 / ts - 1.0 / tm
+    x = r * u
+    small = np.abs(x) < 1e-8
+    h = np.where(small, 1.0 - x / 2.0, -np.expm1(-np.where(small, 1.0, x)) / np.where(small, 1.0, x))
+    return np.exp(-u / tm) * (u / tm) * h
+
+
+def readout_coefs(tau_m, tau_s, dt, rate=0.0) -> np.ndarray:
+    """(4, C) coefficients of the exact per-step integral readout.
+
+    Over step n, from the state (V_n, I_n) at t_n^+ the free solution is
+    V(t_n + u) = V_n e^{-u/tau_m} + I_n kappa(u); with the in-step weight
+    e^{-rate u} (a + b u/dt) the integral over the step is
+    a (P0 V_n + Q0 I_n) + b (P1 V_n + Q1 I_n), where P0, P1 = int e^{-rate u} {1, u/dt} e^{-u/tau_m} du
+    and Q0, Q1 = int e^{-rate u} {1, u/dt} kappa(u) du over [0, dt]. The integrands are smooth
+    exponentials: 16-point Gauss-Legendre gives them to rounding error.
+    """
+    tm = np.atleast_1d(np.asarray(tau_m, dtype=np.float64))
+    ts = np.atleast_1d(np.asarray(tau_s, dtype=np.float64))
+    u = 0.5 * dt * (_GL_X + 1.0)[:, None]
+    wq = (0.5 * dt * _GL_W)[:, None] * np.exp(-rate * u)
+    em = np.exp(-u / tm[None, :])
+    kap = _kappa(u, tm[None, :], ts[None, :])
+    lin = u / dt
+    return np.stack([(wq * em).sum(0), (wq * lin * em).sum(0), (wq * kap).sum(0), (wq * lin * kap).sum(0)])
+
+
+def _weight_arrays(weight, B, N, dt, dtype):
+    """Per-step (a_n, b_n) of the in-step weight e^{-rate u}(a_n + b_n u/dt), and the rate."""
+    if weight is None:
+        return np.ones((B, N), dtype=dtype), np.zeros((B, N), dtype=dtype), 0.0
+    if not isinstance(weight, ReadoutWeight):
+        weight = ReadoutWeight(np.asarray(weight, dtype=np.float64))
+    v = np.asarray(weight.values, dtype=np.float64)
+    if v.shape not in ((N + 1,), (B, N + 1)):
+        raise UserError(f"readout weight: shape {v.shape}, expected w at t_0..t_N: ({N + 1},) or ({B}, {N + 1})")
+    if not np.all(np.isfinite(v)) or not np.isfinite(weight.rate):
+        raise UserError("readout weight: values and rate must be finite")
+    v = np.broadcast_to(v, (B, N + 1))
+    a = v[:, :-1]
+    b = v[:, 1:] * np.exp(weight.rate * dt) - a
+    return np.ascontiguousarray(a, dtype=dtype), np.ascontiguousarray(b, dtype=dtype), float(weight.rate)
+
+
 @dataclass
 class Forward:
     """Result of :func:`forward`: readouts per sample, spike statistics and the tape."""
 
     spec: NetworkSpec
     batch: SpikeBatch
-    integral: np.ndarray  # (B, C) weighted time average (dt/T) sum w(t_n) V(t_n); LI output
+    integral: np.ndarray  # (B, C) weighted time average (1/T) int_0^T w(t) V(t) dt, exact; LI output
     vmax: np.ndarray  # (B, C) max_n V(t_n); LI output
     tmax: np.ndarray  # (B, C) time of the maximum in ms (first occurrence); LI output
-    trace: np.ndarray | None  # (B, N, C) V(t_1..t_N) when requested; LI output
+    trace: np.ndarray | None  # (B, N+1, C) V(t_0..t_N) when requested; LI output
     first_spike: np.ndarray  # (B, C) first spike time in ms, inf if none; LIF output
     spike_counts: list[np.ndarray]  # per hidden layer (B, H); then output (B, C)
     grazing: int  # number of spikes whose d was clamped to grazing_eps
-    weight: np.ndarray  # (B, N) w(t_1..t_N) used for the integral
+    weight: tuple  # (a, b, rate): the in-step weight of the integral readout (see ReadoutWeight)
     # tape and internals
     _lay: _Layout = field(repr=False, default=None)
     _W: np.ndarray = field(repr=False, default=None)
@@ -196,7 +260,7 @@ class ReadoutGrads:
 
     integral: np.ndarray | None = None  # (B, C)
     vmax: np.ndarray | None = None  # (B, C)
-    trace: np.ndarray | None = None  # (B, N, C)
+    trace: np.ndarray | None = None  # (B, N+1, C): density dl/dV_k at t_0..t_N of L = int l(V(t), t) dt
     first_spike: np.ndarray | None = None  # (B, C); nonzero for a non-spiking neuron = phantom spike
     spike_counts: list[np.ndarray] | None = None  # per hidden layer (B, H): dL_reg/dn (pseudo-gradient)
 
@@ -229,8 +293,9 @@ def forward(
 ) -> Forward:
     """Simulate a batch and record what the backward pass needs.
 
-    weight: w(t_1..t_N) for the weighted-integral readout, shape (N,) or (B, N); default 1.
-    trace:  also return the output voltage trace (needed by per-time-step losses).
+    weight: w(t) of the weighted-integral readout: a :class:`ReadoutWeight`, or w at t_0..t_N,
+            shape (N+1,) or (B, N+1) (linear in between); default 1.
+    trace:  also return the output voltage trace V(t_0..t_N) (needed by per-time losses).
     dtype:  float32 (default: the dtype of the parameters) or float64.
     """
     check_params(spec, params)
@@ -242,15 +307,14 @@ def forward(
     B, N = batch.ptr.shape[0], batch.n_steps
     C = spec.output.size
     NT = int(lay.sizes.sum())
-    if weight is None:
-        w_int = np.ones((B, N), dtype=dtype)
-    else:
-        w_int = np.ascontiguousarray(np.broadcast_to(np.asarray(weight, dtype=dtype), (B, N)))
+    w_a, w_b, rate = _weight_arrays(weight, B, N, spec.dt, dtype)
+    oo = int(lay.noff[-1])
+    rcoef = np.ascontiguousarray(readout_coefs(lay.tau_m[oo:], lay.tau_s[oo:], spec.dt, rate), dtype=dtype)
     in_ptr = np.ascontiguousarray(batch.ptr, dtype=np.int64)
     in_units = np.ascontiguousarray(batch.units, dtype=np.int32)
-    tr = np.zeros((B, N, C) if trace else (1, 1, 1), dtype=dtype)
+    tr = np.zeros((B, N + 1, C) if trace else (1, 1, 1), dtype=dtype)
     cap = _cap_hint[0]
-    while True:
+    for _attempt in range(2):
         tape_step = np.empty((B, cap), dtype=np.int32)
         tape_id = np.empty((B, cap), dtype=np.int32)
         tape_d = np.empty((B, cap), dtype=dtype)
@@ -265,21 +329,22 @@ def forward(
         counts = np.zeros((B, NT), dtype=np.int32)
         _kernels.forward_batch(
             in_ptr, in_units, W, lay.sizes, lay.noff, lay.ff_off, lay.rec_off, lay.spiking, lay.thr,
-            lay.alpha, lay.beta, lay.cfw, lay.tau_s, N, dtype(spec.dt), dtype(spec.grazing_eps), w_int, trace,
+            lay.alpha, lay.beta, lay.cfw, lay.tau_s, N, dtype(spec.dt), dtype(spec.grazing_eps), w_a, w_b, rcoef, trace,
             tape_step, tape_id, tape_d, ntape, graze,
             integral, vmax, tmax, imax, tr, fs_time, fs_step, counts, min(N_CHUNKS, max(B, 1)),
         )
         if B == 0 or ntape.max() <= cap:
             break
-        # never drop a spike: grow the tape and run again
-        cap = int(ntape.max() * 1.25) + 16
-        _cap_hint[0] = cap
-    integral *= dtype(spec.dt / (N * spec.dt)) if N else 0
+        # never drop a spike: the kernel counted every spike, so one rerun with a tape of exactly
+        # the right size suffices
+        cap = int(ntape.max())
+        _cap_hint[0] = max(_cap_hint[0], cap)
+    integral *= dtype(1.0 / (N * spec.dt)) if N else 0
     spike_counts = [counts[:, lay.noff[l] : lay.noff[l] + lay.sizes[l]].copy() for l in range(len(lay.sizes))]
     return Forward(
         spec=spec, batch=batch, integral=integral, vmax=vmax, tmax=tmax.astype(np.float64) * spec.dt,
         trace=tr if trace else None, first_spike=fs_time, spike_counts=spike_counts, grazing=int(graze.sum()),
-        weight=w_int, _lay=lay, _W=W, _tape=(tape_step, tape_id, tape_d, ntape), _tmax_step=tmax, _fs_step=fs_step, _imax=imax,
+        weight=(w_a, w_b, rate), _lay=lay, _W=W, _tape=(tape_step, tape_id, tape_d, ntape), _tmax_step=tmax, _fs_step=fs_step, _imax=imax,
     )
 
 
@@ -308,7 +373,7 @@ def backward(fw: Forward, g: ReadoutGrads, record: int | None = None):
     g_int = arr(g.integral, (B, C))
     g_max = arr(g.vmax, (B, C))
     use_trace = g.trace is not None
-    g_trace = arr(g.trace, (B, N, C)) if use_trace else np.zeros((1, 1, 1), dtype=W.dtype)
+    g_trace = arr(g.trace, (B, N + 1, C)) if use_trace else np.zeros((1, 1, 1), dtype=W.dtype)
     g_spk = arr(g.first_spike, (B, C))
     reg = np.zeros((B, NT), dtype=W.dtype)
     if g.spike_counts is not None:
@@ -332,11 +397,15 @@ def backward(fw: Forward, g: ReadoutGrads, record: int | None = None):
     st, nid, d, nt = fw._tape
     in_ptr = np.ascontiguousarray(fw.batch.ptr, dtype=np.int64)
     in_units = np.ascontiguousarray(fw.batch.units, dtype=np.int32)
+    w_a, w_b, rate = fw.weight
+    oo = int(lay.noff[-1])
+    rcoef = np.ascontiguousarray(readout_coefs(lay.tau_m[oo:], lay.tau_s[oo:], fw.spec.dt, rate), dtype=W.dtype)
+    tcoef = np.ascontiguousarray(readout_coefs(lay.tau_m[oo:], lay.tau_s[oo:], fw.spec.dt, 0.0), dtype=W.dtype)
     _kernels.backward_batch(
         in_ptr, in_units, W, lay.sizes, lay.noff, lay.ff_off, lay.rec_off, lay.spiking, lay.thr,
-        lay.alpha, lay.beta, lay.cbw, lay.tau_s, lay.tau_m, N, dtype(1.0 / N),
+        lay.alpha, lay.beta, lay.cbw, lay.tau_s, lay.tau_m, N, dtype(1.0 / (N * fw.spec.dt)),
         st, nid, d, nt,
-        fw.weight, g_int, g_max, fw._tmax_step, fw._imax, fw.vmax, g_trace, use_trace, g_spk, fw._fs_step, reg,
+        w_a, w_b, rcoef, tcoef, g_int, g_max, fw._tmax_step, fw._imax, fw.vmax, g_trace, use_trace, g_spk, fw._fs_step, reg,
         dWc, dW, rec_b, rec_V, rec_I,
     )
     grads = unflatten(lay, dW)

@@ -9,15 +9,17 @@ gradient of the batch-mean loss.
 Readouts (see engine.py): with T = N dt the fixed trial length (shorter samples are padded with
 silence, longer ones cropped) and t_n = n dt,
 
-* ``integral``:    R_k = (1/T) sum_{n=1..N} w(t_n) V_k(t_n) dt, a time average (as the authors' code);
+* ``integral``:    R_k = (1/T) int_0^T w(t) V_k(t) dt, a time average, integrated exactly over every
+  step (engine.ReadoutWeight says how w is represented between grid points);
 * ``vmax``:        max_{n=1..N} V_k(t_n);
-* ``trace``:       V_k(t_n), n = 1..N;
+* ``trace``:       V_k(t_n), n = 0..N, for losses L = int_0^T l(V(t), t) dt: the loss returns the
+  density dl/dV_k at the grid times and the engine integrates it (linearly interpolated) exactly;
 * ``first_spike``: t_k, the (interpolated) first spike time of spiking output k; neurons that
   do not spike count as spiking at t = T (the trial end).
 
 Losses (``loss.name`` in configs; equation numbers from the paper):
 
-* ``xentropy`` (eq. 1/3): (1/T) sum_n dt CE(softmax(V(t_n)), label): per-time-step cross-entropy.
+* ``xentropy`` (eq. 1/3): (1/T) int_0^T CE(softmax(V(t)), label) dt (trapezoid rule on the grid).
 * ``sum`` (eq. 4): CE(softmax(R), label) with w = 1.
 * ``sum_exp`` (eq. 12): w(t) = exp(-t/T).  ``sum_linear``: w = 1 - t/T.
   ``sum_sigmoid``: w = 1/(1 + exp((t/T - 0.5)/0.2)).  ``sum_input``: w = input-rate trace.
@@ -36,7 +38,7 @@ from typing import Callable
 
 import numpy as np
 
-from .engine import Forward, ReadoutGrads
+from .engine import Forward, ReadoutGrads, ReadoutWeight
 from .errors import ConfigError, UserError
 
 
@@ -82,8 +84,8 @@ class Loss:
     readout = "integral"  # which readout it uses: integral, vmax, trace, first_spike
     output_kind = "li"
 
-    def weight(self, n_steps: int, dt: float, batch=None) -> np.ndarray | None:
-        """w(t_1..t_N) for the integral readout, shape (N,) or (B, N); None means w = 1."""
+    def weight(self, n_steps: int, dt: float, batch=None) -> ReadoutWeight | None:
+        """w(t) of the integral readout (values at t_0..t_N, see engine.ReadoutWeight); None: w = 1."""
         return None
 
     def __call__(self, fw: Forward, labels: np.ndarray) -> LossResult:  # pragma: no cover
@@ -94,22 +96,28 @@ class SumLoss(Loss):
     """Cross-entropy of the weighted time average of the output voltages (eq. 4 / 12).
 
     ``weight_fn(t, T)`` gives w at the times t (ms, array) for trial length T; default w = 1.
+    Between grid points the engine integrates w linearly interpolated, times e^{-rate u} when
+    ``rate_fn(T)`` gives a decay rate: exact for w = 1, linear w, and w = e^{-t/tau} with
+    rate_fn = 1/tau; O(dt^2) per unit time otherwise.
     """
 
     readout = "integral"
 
-    def __init__(self, weight_fn: Callable[[np.ndarray, float], np.ndarray] | None = None, name: str = "sum"):
+    def __init__(self, weight_fn: Callable[[np.ndarray, float], np.ndarray] | None = None, name: str = "sum",
+                 rate_fn: Callable[[float], float] | None = None):
         self.weight_fn = weight_fn
+        self.rate_fn = rate_fn
         self.name = name
 
     def weight(self, n_steps, dt, batch=None):
         if self.weight_fn is None:
             return None
-        t = np.arange(1, n_steps + 1) * dt
-        w = np.asarray(self.weight_fn(t, n_steps * dt), dtype=np.float64)
-        if w.shape != (n_steps,) or not np.all(np.isfinite(w)):
-            raise UserError(f"loss {self.name}: weight function must return {n_steps} finite values")
-        return w
+        T = n_steps * dt
+        t = np.arange(n_steps + 1) * dt
+        w = np.asarray(self.weight_fn(t, T), dtype=np.float64)
+        if w.shape != (n_steps + 1,) or not np.all(np.isfinite(w)):
+            raise UserError(f"loss {self.name}: weight function must return {n_steps + 1} finite values")
+        return ReadoutWeight(w, float(self.rate_fn(T)) if self.rate_fn is not None else 0.0)
 
     def __call__(self, fw, labels):
         B, C = fw.integral.shape
@@ -148,13 +156,13 @@ class InputRateSumLoss(SumLoss):
             raise UserError("loss sum_input needs the input batch to compute its weight")
         counts = np.diff(batch.ptr, axis=1).astype(np.float64)  # (B, N)
         B = counts.shape[0]
-        r = np.zeros((B, n_steps))
+        r = np.zeros((B, n_steps + 1))  # r(t_0..t_N), linear in between
         prev = np.zeros(B)
         a = dt / self.tau_acc
         for n in range(n_steps):
             prev = prev + a * (self.gain * counts[:, n] - prev)
-            r[:, n] = prev
-        return r
+            r[:, n + 1] = prev
+        return ReadoutWeight(r)
 
 
 class MaxLoss(Loss):
@@ -172,8 +180,12 @@ class MaxLoss(Loss):
 
 
 class XentropyLoss(Loss):
-    """Time average of the per-time-step cross-entropy of the output voltages (eq. 1/3).
+    """Time average of the cross-entropy of the output voltages (eq. 1/3),
+    (1/T) int_0^T CE(softmax(V(t)), label) dt.
 
+    The value is the trapezoid rule on the grid t_0..t_N; the gradient is the density
+    dl/dV(t_n) = (softmax(V(t_n)) - onehot) / T, which the engine interpolates linearly in time
+    and integrates exactly against the adjoint (both O(dt^2) approximations of the integral).
     Prediction: argmax of the plain time average of the voltages (as the authors' code).
     """
 
@@ -181,17 +193,18 @@ class XentropyLoss(Loss):
     readout = "trace"
 
     def __call__(self, fw, labels):
-        tr = fw.trace  # (B, N, C)
+        tr = fw.trace  # (B, N+1, C)
         if tr is None:
             raise UserError("loss xentropy needs the output voltage trace: run forward(..., trace=True)")
-        B, N, C = tr.shape
+        B, N1, C = tr.shape
+        N = N1 - 1
         labels = _check_labels(labels, C, B)
-        ls = log_softmax(tr)  # (B, N, C)
-        ce_t = -ls[np.arange(B), :, labels]  # (B, N)
-        per = ce_t.mean(axis=1)
+        ls = log_softmax(tr)  # (B, N+1, C)
+        ce_t = -ls[np.arange(B), :, labels]  # (B, N+1)
+        per = (ce_t[:, 1:-1].sum(axis=1) + 0.5 * (ce_t[:, 0] + ce_t[:, -1])) / max(N, 1)  # trapezoid / T
         g = np.exp(ls)
         g[np.arange(B), :, labels] -= 1.0
-        g *= 1.0 / (N * max(B, 1))  # d/dV(t_n) of (dt/T) sum_n CE / B
+        g *= 1.0 / (N * fw.spec.dt * max(B, 1))  # density dl/dV(t_n) of (1/T) int CE dt / B
         return LossResult(float(per.mean()) if B else 0.0, ReadoutGrads(trace=g), np.argmax(fw.integral, axis=1), per)
 
 
@@ -288,7 +301,7 @@ def get_loss(name: str, **kw) -> Loss:
     if name == "sum":
         return SumLoss(None, "sum")
     if name == "sum_exp":
-        return SumLoss(w_exp, "sum_exp")
+        return SumLoss(w_exp, "sum_exp", rate_fn=lambda T: 1.0 / T)
     if name == "sum_linear":
         return SumLoss(w_linear, "sum_linear")
     if name == "sum_sigmoid":

@@ -191,7 +191,7 @@ def plot_sample(run: Path, out: Path, sample: int, tag: str) -> list[Path]:
     oo = fw._lay.noff[-1]
     if fwt.trace is not None:
         for k in range(spec.output.size):
-            axes[2].plot(t_grid[1:], fwt.trace[0, :, k], lw=2.0 if k == label else 0.7,
+            axes[2].plot(t_grid, fwt.trace[0, :, k], lw=2.0 if k == label else 0.7,
                          color="C3" if k == label else "0.6")
         axes[2].set_ylabel("output V\n(label in red)")
     else:
