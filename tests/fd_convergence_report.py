@@ -2,7 +2,7 @@
 
 For every case and loss of tests/test_gradient_fd.py: the relative error
 ||g_engine(dt) - g_FD|| / ||g_FD|| of the full gradient vector, where g_FD is the central
-finite-difference gradient of the exact continuous-time simulation (tests/exact_sim.py).
+finite-difference gradient of the exact continuous-time simulation (eventprop/exact.py).
 
     .venv/bin/python tests/fd_convergence_report.py [--dts 1,0.1,0.01,0.001] [--sweep]
 
@@ -21,7 +21,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
-import exact_sim as xs  # noqa: E402
+from eventprop import exact as xs  # noqa: E402
 import test_gradient_fd as T  # noqa: E402
 
 

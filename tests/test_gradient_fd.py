@@ -2,7 +2,7 @@
 
 The engine's EventProp gradient (eventprop.losses.value_and_grad, float64, dt = 1, 0.1, 0.01 ms)
 is compared with central finite differences of an exact, event-driven continuous-time
-simulation of the same network (tests/exact_sim.py, no time grid). The discrete engine is the
+simulation of the same network (eventprop/exact.py, no time grid). The discrete engine is the
 dt -> 0 discretisation of that model, so its gradient must converge to the finite-difference
 gradient as dt shrinks, for every loss. Finite differences are only trusted where no spike
 appears or disappears between w + h and w - h (checked for every weight used).
@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
 
-import exact_sim as xs
+from eventprop import exact as xs
 from eventprop.engine import ReadoutGrads, backward, forward
 from eventprop.events import batch_from_arrays
 from eventprop.losses import SpikeCountRegulariser, cross_entropy, get_loss, value_and_grad

@@ -1,4 +1,4 @@
-"""An exact continuous-time, event-driven simulator of the engine's networks (float64, tests only).
+"""An exact continuous-time, event-driven simulator of the engine's networks (float64; slow, for checks).
 
 Written independently of the engine (no dt grid anywhere): it is the dt -> 0 limit of the
 discrete algorithm in eventprop/engine.py, and finite differences of its loss are the exact
@@ -40,6 +40,7 @@ V_k(T), and the first spike time of spiking output neurons (inf if none).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -70,13 +71,25 @@ def propagate(V0, I0, s, tm, ts):
     return V, I
 
 
+def _hs(x):
+    """Scalar (1 - e^{-x}) / x."""
+    return 1.0 - x / 2.0 if abs(x) < 1e-8 else -math.expm1(-x) / x
+
+
 def _v(s, V0, I0, tm, ts):
-    return float(propagate(V0, I0, s, tm, ts)[0])
+    """Scalar V(s) (the same formula as propagate, with math instead of numpy: the hot path)."""
+    em = math.exp(-s / tm)
+    return V0 * em + I0 * em * (s / tm) * _hs((1.0 / ts - 1.0 / tm) * s)
 
 
 def _dv(s, V0, I0, tm, ts):
-    V, I = propagate(V0, I0, s, tm, ts)
-    return float((I - V) / tm)
+    return (I0 * math.exp(-s / ts) - _v(s, V0, I0, tm, ts)) / tm
+
+
+def v_upper_bound(V0, I0, tm, S):
+    """An upper bound of V on [0, S] (vectorised): V0 e^{-s/tm} <= max(V0, 0) and the current's
+    contribution I0 kappa(s) with 0 <= kappa(s) <= min(s/tm, 1)."""
+    return np.maximum(V0, 0.0) + np.maximum(I0, 0.0) * np.minimum(S / tm, 1.0)
 
 
 def interior_extremum(V0, I0, tm, ts, S):
@@ -155,18 +168,17 @@ class ExactNetwork:
         tm, ts = self.tm[L], self.ts[L]
         n_pieces = max(1, int(np.ceil((t1 - t0) / QUAD_PIECE - 1e-12)))
         edges = np.linspace(t0, t1, n_pieces + 1)
-        for a, b in zip(edges[:-1], edges[1:]):
-            half = 0.5 * (b - a)
-            t = a + half * (_GL_X + 1.0)  # absolute times of the nodes
-            wq = half * _GL_W
-            Vn, _ = propagate(V0[None, :], I0[None, :], (t - t0)[:, None], tm[None, :], ts[None, :])  # (nodes, C)
-            for name, fn in weight_fns.items():
-                wt = np.ones_like(t) if fn is None else np.asarray(fn(t, T), dtype=np.float64)
-                acc["int"][name] += (wq * wt) @ Vn
-            if label is not None:
-                m = Vn.max(axis=1, keepdims=True)
-                lse = m[:, 0] + np.log(np.exp(Vn - m).sum(axis=1))
-                acc["xent"] += wq @ (lse - Vn[:, label])
+        half = 0.5 * (edges[1:] - edges[:-1])  # (pieces,)
+        t = (edges[:-1, None] + half[:, None] * (_GL_X[None, :] + 1.0)).ravel()  # all nodes
+        wq = (half[:, None] * _GL_W[None, :]).ravel()
+        Vn, _ = propagate(V0[None, :], I0[None, :], (t - t0)[:, None], tm[None, :], ts[None, :])  # (nodes, C)
+        for name, fn in weight_fns.items():
+            wt = np.ones_like(t) if fn is None else np.asarray(fn(t, T), dtype=np.float64)
+            acc["int"][name] += (wq * wt) @ Vn
+        if label is not None:
+            m = Vn.max(axis=1, keepdims=True)
+            lse = m[:, 0] + np.log(np.exp(Vn - m).sum(axis=1))
+            acc["xent"] += wq @ (lse - Vn[:, label])
 
     def _track_max(self, t0, S, V0, I0, acc, end_event):
         """Update the running maximum of each output voltage with the interval [t0, t0 + S].
@@ -176,7 +188,8 @@ class ExactNetwork:
         (the spike's current jump turns V down), not a smooth maximum.
         """
         L = self.L
-        for k in range(self.sizes[L]):
+        cand = np.nonzero(v_upper_bound(V0, I0, self.tm[L], S) > acc["vmax"])[0]
+        for k in cand:
             tm, ts = self.tm[L][k], self.ts[L][k]
             vS, iS = propagate(V0[k], I0[k], S, tm, ts)
             cands = [(S, float(vS), end_event, float((iS - vS) / tm))]
@@ -191,12 +204,13 @@ class ExactNetwork:
                     acc["vmax_slope"][k] = slope
 
     # ------------------------------------------------------------------ simulation
-    def simulate(self, times, units, T, label=None, weight_fns=None) -> SimResult:
+    def simulate(self, times, units, T, label=None, weight_fns=None, want_max=True) -> SimResult:
         """Simulate one sample over [0, T].
 
         times, units: input spike times (ms) and input units; spikes at t >= T are ignored.
-        label: class for the cross-entropy readout (optional).
+        label: class for the cross-entropy readout (optional; computed only when given).
         weight_fns: name -> w(t, T) (vectorised) or None for w = 1; default {"sum": None}.
+        want_max: track the maximum of each output voltage (vmax, tmax, what it sits on).
         """
         weight_fns = {"sum": None} if weight_fns is None else dict(weight_fns)
         L = self.L
@@ -211,6 +225,7 @@ class ExactNetwork:
         keep = times < T
         times, units = times[keep], units[keep]
         spikes = [[] for _ in range(nL)]
+        n_sp = [np.zeros(n, dtype=np.int64) for n in self.sizes]
         first = np.full(C, np.inf)
         acc = {"int": {k: np.zeros(C) for k in weight_fns}, "xent": 0.0,
                "vmax": np.zeros(C), "tmax": np.zeros(C),  # V(0) = 0 is a candidate of the max
@@ -228,7 +243,9 @@ class ExactNetwork:
                 for l in range(nL):
                     if not self.spiking[l]:
                         continue
-                    for i in range(self.sizes[l]):
+                    # only neurons that can reach threshold before the next input (a cheap bound)
+                    cand = np.nonzero(v_upper_bound(V[l], I[l], self.tm[l], S) >= self.theta[l])[0]
+                    for i in cand:
                         lim = S if best is None else best[0]
                         if lim <= 0.0:
                             continue
@@ -240,10 +257,11 @@ class ExactNetwork:
             if step > 0:
                 self._quad(t, t + step, V[L], I[L], weight_fns, T, label, acc)
                 if best is not None:
-                    end_event = ("spike", best[1], best[2], len([1 for _, j in spikes[best[1]] if j == best[2]]))
+                    end_event = ("spike", best[1], best[2], int(n_sp[best[1]][best[2]]))
                 else:
                     end_event = ("input",) if q < len(times) else ("end",)
-                self._track_max(t, step, V[L], I[L], acc, end_event)
+                if want_max:
+                    self._track_max(t, step, V[L], I[L], acc, end_event)
                 for l in range(nL):
                     V[l], I[l] = propagate(V[l], I[l], step, self.tm[l], self.ts[l])
             t = t + step
@@ -253,6 +271,7 @@ class ExactNetwork:
                 min_slope = min(min_slope, I[l][i] - self.theta[l])
                 V[l][i] = 0.0
                 spikes[l].append((t, i))
+                n_sp[l][i] += 1
                 if l == L and not np.isfinite(first[i]):
                     first[i] = t
                 if l < L:
@@ -311,16 +330,22 @@ def loss_from_results(loss, results, labels, T):
     return float(loss(fw, labels).value)
 
 
-def simulate_batch(spec, params, samples, T, losses=()):
-    """Exact simulation of every sample; samples: list of (times, units, label)."""
+def simulate_batch(spec, params, samples, T, losses=(), want_max=None):
+    """Exact simulation of every sample; samples: list of (times, units, label).
+
+    Only the readouts the losses need are computed (the maximum also when ``want_max``)."""
     net = ExactNetwork(spec, params)
     wf = weight_fns_for(losses)
-    return [net.simulate(t, u, T, label=lab, weight_fns=wf) for (t, u, lab) in samples]
+    xent = any(loss.readout == "trace" for loss in losses)
+    if want_max is None:
+        want_max = any(loss.readout == "vmax" for loss in losses)
+    return [net.simulate(t, u, T, label=lab if xent else None, weight_fns=wf, want_max=want_max)
+            for (t, u, lab) in samples]
 
 
-def loss_values(spec, params, samples, T, losses):
+def loss_values(spec, params, samples, T, losses, want_max=None):
     """name -> batch-mean loss for each loss object, from one exact simulation per sample."""
-    res = simulate_batch(spec, params, samples, T, losses)
+    res = simulate_batch(spec, params, samples, T, losses, want_max)
     labels = [s[2] for s in samples]
     return {loss.name: loss_from_results(loss, res, labels, T) for loss in losses}, res
 
@@ -350,7 +375,7 @@ def fd_gradients(spec, params, samples, T, losses, h=1e-5, extra_fns=None):
     f(results) -> float) with respect to every weight, from 2 simulations per weight."""
     params = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
     extra_fns = extra_fns or {}
-    base_vals, base_res = loss_values(spec, params, samples, T, losses)
+    base_vals, base_res = loss_values(spec, params, samples, T, losses, want_max=True)
     sig0 = _signature(base_res)
     tmax0 = np.array([r.tmax for r in base_res])
     grads = {loss.name: {k: np.zeros_like(v) for k, v in params.items()} for loss in losses}
@@ -364,7 +389,7 @@ def fd_gradients(spec, params, samples, T, losses, h=1e-5, extra_fns=None):
             for sgn in (1.0, -1.0):
                 p2 = {kk: vv.copy() for kk, vv in params.items()}
                 p2[k][idx] += sgn * h
-                v, res = loss_values(spec, p2, samples, T, losses)
+                v, res = loss_values(spec, p2, samples, T, losses, want_max=True)
                 if _signature(res) != sig0:
                     ok = False
                 if spec.output.kind == "li" and np.max(np.abs(np.array([r.tmax for r in res]) - tmax0)) > 1e-3:
