@@ -5,8 +5,8 @@ eventprop/engine.py's docstring. Used only by the tests.
 """
 
 import numpy as np
+from scipy.optimize import brentq
 
-PINS = []  # (step, output) of every max pinned at spike arrivals, for test coverage checks
 
 _GX, _GW = np.polynomial.legendre.leggauss(24)
 
@@ -33,13 +33,27 @@ def _consts(tm, ts, dt):
     return a, b, cf, cb
 
 
+def _cb(u, tm, ts):
+    """Backward coefficient: lambda_I gains cb * lambda_V over u ms of free backward evolution."""
+    if np.isclose(tm, ts, rtol=1e-9, atol=0):
+        return u / ts * np.exp(-u / ts)
+    return tm / (tm - ts) * (np.exp(-u / tm) - np.exp(-u / ts))
+
+
 def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=None, g_trace=None,
                   g_spk=None, g_counts=None):
     """One sample. inputs: list over steps of arrays of input units.
 
     weight: None (w = 1) or (values at t_0..t_N, rate): in step n, w(t_n + u) =
     e^{-rate u} (w_n + (w_{n+1} e^{rate dt} - w_n) u/dt). g_trace: (N+1, C) density dl/dV at t_n,
-    linear in between. Returns dict with readouts, spikes [(step, layer, idx, d)], and grads.
+    linear in between. Returns dict with readouts, spikes [(step, layer, idx, d, delta)], grads.
+
+    A spike detected at t_m was emitted at t_c = t_m - delta (linear interpolation of V); it is
+    delivered at t_m with the effect it would have had from t_c on (I += w e^{-delta/tau_s},
+    V += w kappa(delta)), the spiking neuron is reset at t_c, and a leaky-integrator output's
+    readout integral gains w * w(t_m) * int_0^delta kappa. The backward pass evaluates EventProp's
+    spike terms with the adjoints at t_c^+ (propagated back from t_m, with the output sources over
+    [t_c, t_m]) and applies each jump at t_c.
     """
     dt = spec.dt
     layers = list(spec.hidden) + [spec.output]
@@ -53,6 +67,7 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
     thr = [ly.threshold for ly in layers]
     N = n_steps
     T = N * dt
+    C = sizes[L]
     if weight is None:
         wv, w_rate = np.ones(N + 1), 0.0
     else:
@@ -62,27 +77,46 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
         a, b = wv[n], wv[n + 1] * np.exp(w_rate * dt) - wv[n]
         return lambda u: np.exp(-w_rate * u) * (a + b * u / dt)
 
+    def targets(l, i):  # (target layer, weight row) of a spike of neuron i in layer l
+        out = []
+        if l < L:
+            out.append((l + 1, P[f"ff{l + 1}"][i]))
+        if f"rec{l}" in P:
+            out.append((l, P[f"rec{l}"][i]))
+        return out
+
+    def kappa_area(delta, tmk, tsk):
+        return _step_quad(lambda u: _free_v(0.0, 1.0, u, tmk, tsk), delta) if delta > 0 else 0.0
+
     V = [np.zeros(s) for s in sizes]
     I = [np.zeros(s) for s in sizes]
-    spikes = []  # (step, layer, idx, d)
+    spikes = []  # (step, layer, idx, d, delta)
     by_step = {}
-    trace = np.zeros((N + 1, sizes[L]))  # V at t_0..t_N
-    itrace = np.zeros((N + 1, sizes[L]))
-    integral = np.zeros(sizes[L])
-    first = np.full(sizes[L], np.inf)
-    first_step = np.full(sizes[L], -1)
-    for n in range(N):
+    trace = np.zeros((N + 1, C))  # V at t_0..t_N
+    integral = np.zeros(C)
+    first = np.full(C, np.inf)
+    first_step = np.full(C, -1)
+    for n in range(N + 1):
         # arrivals at t_n
-        for u in inputs[n]:
-            I[0] += P["ff0"][u]
-        for (l, i) in by_step.get(n, []):
-            if l < L:
-                I[l + 1] += P[f"ff{l + 1}"][i]
-            if f"rec{l}" in P:
-                I[l] += P[f"rec{l}"][i]
+        if n < N:
+            for u in inputs[n]:
+                I[0] += P["ff0"][u]
+        for (l, i, delta) in by_step.get(n, []):
+            for (tl, row) in targets(l, i):
+                for j in range(sizes[tl]):
+                    I[tl][j] += row[j] * np.exp(-delta / ts[tl][j])
+                    V[tl][j] += row[j] * _free_v(0.0, 1.0, delta, tm[tl][j], ts[tl][j])
+                if tl == L and not spiking[L]:
+                    w_end = omega(n - 1)(dt)
+                    for k in range(C):
+                        integral[k] += row[k] * w_end * kappa_area(delta, tm[L][k], ts[L][k])
+        if n >= 1:
+            trace[n] = V[L]
+        if n == N:
+            break
         if not spiking[L]:  # integral readout over [t_n, t_{n+1}] from the state at t_n^+
             om = omega(n)
-            for k in range(sizes[L]):
+            for k in range(C):
                 v0, i0, tmk, tsk = V[L][k], I[L][k], tm[L][k], ts[L][k]
                 integral[k] += _step_quad(lambda u: om(u) * _free_v(v0, i0, u, tmk, tsk), dt)
         for l in range(L + 1):
@@ -91,18 +125,29 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
             V[l] = a * Vold + cf * Iold
             I[l] = b * Iold
             if spiking[l]:
-                for i in np.nonzero(V[l] >= thr[l])[0]:
-                    frac = max((thr[l] - Vold[i]) / (V[l][i] - Vold[i]), 0.0)
-                    d = Iold[i] * np.exp(-frac * dt / ts[l][i]) - thr[l]
-                    d = max(d, spec.grazing_eps)
-                    spikes.append((n + 1, l, i, d))
-                    by_step.setdefault(n + 1, []).append((l, i))
-                    V[l][i] = 0.0
+                for i in range(sizes[l]):
+                    # the crossing time inside the step, as a root of the exact trajectory; below
+                    # threshold at both ends, a crossing needs an interior maximum above it
+                    f = lambda u, i=i: _free_v(Vold[i], Iold[i], u, tm[l][i], ts[l][i]) - thr[l]  # noqa: E731
+                    if V[l][i] >= thr[l]:
+                        ub = dt
+                    else:
+                        slope = lambda u, i=i: Iold[i] * np.exp(-u / ts[l][i]) - f(u) - thr[l]  # noqa: E731
+                        if not (slope(0.0) > 0 > slope(dt)):
+                            continue
+                        ub = brentq(slope, 0.0, dt, xtol=1e-15, rtol=1e-15)
+                        if f(ub) < 0:
+                            continue
+                    frac = brentq(f, 0.0, ub, xtol=1e-15, rtol=1e-15) / dt if f(0.0) < 0 else 0.0
+                    ic = Iold[i] * np.exp(-frac * dt / ts[l][i])
+                    d = max(ic - thr[l], spec.grazing_eps)
+                    delta = (1.0 - frac) * dt
+                    spikes.append((n + 1, l, i, d, delta))
+                    by_step.setdefault(n + 1, []).append((l, i, delta))
+                    V[l][i] = _free_v(0.0, ic, delta, tm[l][i], ts[l][i])  # reset at t_c
                     if l == L and first_step[i] < 0:
                         first_step[i] = n + 1
                         first[i] = (n + frac) * dt
-        trace[n + 1] = V[L]
-        itrace[n + 1] = I[L]
     out = {
         "integral": integral / T,
         "vmax": trace[1:].max(0),
@@ -114,65 +159,54 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
                    for l in range(L + 1)],
     }
     # ---------------- backward
-    C = sizes[L]
     g_int = np.zeros(C) if g_int is None else np.asarray(g_int, float)
     g_max = np.zeros(C) if g_max is None else np.asarray(g_max, float)
     g_spk = np.zeros(C) if g_spk is None else np.asarray(g_spk, float)
     lV = [np.zeros(s) for s in sizes]
     lI = [np.zeros(s) for s in sizes]
     G = {k: np.zeros_like(v) for k, v in P.items()}
-    vmax = out["vmax"]
-    imax = itrace[out["tmax_step"], np.arange(sizes[L])]
     for m in range(N, -1, -1):
+        if m >= 1 and not spiking[L]:
+            lV[L] -= g_max * (out["tmax_step"] == m) / tm[L]
         here = [s for s in spikes if s[0] == m]
-        jumps = []
-        # max pinned at spike arrivals (see engine docstring)
-        pin = {}
-        if not spiking[L]:
-            arriving = [i for (_, l, i, _) in here if l == L - 1]
-            for k in range(sizes[L]):
-                if out["tmax_step"][k] != m or g_max[k] == 0 or not arriving:
-                    continue
-                wk = np.array([P[f"ff{L}"][i, k] for i in arriving])
-                vdot = imax[k] - vmax[k]
-                if vdot > 0 and vdot + wk.sum() <= 0 and wk[wk < 0].sum() < 0:
-                    pin[k] = g_max[k] * vdot / tm[L][k] / wk[wk < 0].sum()
-                    PINS.append((m, k))
-        for (_, l, i, d) in here:
+        w_end = omega(m - 1)(dt) if m >= 1 else 0.0
+        jumps = []  # (layer, idx, jump at t_c, delta)
+        for (_, l, i, d, delta) in here:
             fb = 0.0
-            if l < L:
-                Wr = P[f"ff{l + 1}"][i]
-                fb += Wr @ (lV[l + 1] - lI[l + 1])
-                G[f"ff{l + 1}"][i] -= ts[l + 1] * lI[l + 1]
-            if f"rec{l}" in P:
-                Wr = P[f"rec{l}"][i]
-                fb += Wr @ (lV[l] - lI[l])
-                G[f"rec{l}"][i] -= ts[l] * lI[l]
+            for (tl, row) in targets(l, i):
+                key = f"ff{l + 1}" if tl == l + 1 else f"rec{l}"
+                for j in range(sizes[tl]):
+                    tmj, tsj = tm[tl][j], ts[tl][j]
+                    lv = np.exp(-delta / tmj) * lV[tl][j]  # adjoints at t_c^+
+                    li = np.exp(-delta / tsj) * lI[tl][j] + _cb(delta, tmj, tsj) * lV[tl][j]
+                    if tl == L and not spiking[L]:
+                        src = g_int[j] / T * w_end + (g_trace[m, j] if g_trace is not None else 0.0)
+                        lv -= src / tmj * _step_quad(lambda u: np.exp(-u / tmj), delta) if delta > 0 else 0.0
+                        li -= src / tsj * kappa_area(delta, tmj, tsj)
+                    fb += row[j] * (lv - li)
+                    G[key][i, j] -= tsj * li
             extra = g_spk[i] if (l == L and first_step[i] == m) else 0.0
-            if l == L - 1:
-                for k, rate in pin.items():
-                    if P[f"ff{L}"][i, k] < 0:
-                        extra += rate * P[f"ff{L}"][i, k]
-            j = (thr[l] * lV[l][i] + fb + extra) / d
+            j = (thr[l] * np.exp(-delta / tm[l][i]) * lV[l][i] + fb + extra) / d
             if l < L and g_counts is not None:
                 j -= g_counts[l][i] / (thr[l] * tm[l][i])
-            jumps.append((l, i, j))
-        for (l, i, j) in jumps:
-            lV[l][i] = np.clip(lV[l][i] + j, -1e15, 1e15)
+            jumps.append((l, i, j, delta))
+        if m < N:
+            for u in inputs[m]:
+                G["ff0"][u] -= ts[0] * lI[0]
         if m == N and spiking[L]:
             for k in range(C):
                 if first_step[k] < 0 and g_spk[k] != 0:
                     lV[L][k] += g_spk[k] / thr[L]
-        if m < N:
-            for u in inputs[m]:
-                G["ff0"][u] -= ts[0] * lI[0]
-        if m >= 1 and not spiking[L]:
-            lV[L] -= g_max * (out["tmax_step"] == m) / tm[L]
         if m >= 1:
             for l in range(L + 1):
                 a, b, _, cb = cons[l]
                 lI[l] = b * lI[l] + cb * lV[l]
                 lV[l] = a * lV[l]
+            # each jump happened at t_c: it evolves backward over the rest of the step, dt - delta
+            for (l, i, j, delta) in jumps:
+                rest = dt - delta
+                lV[l][i] = np.clip(lV[l][i] + np.exp(-rest / tm[l][i]) * j, -1e15, 1e15)
+                lI[l][i] = np.clip(lI[l][i] + _cb(rest, tm[l][i], ts[l][i]) * j, -1e15, 1e15)
             if not spiking[L]:
                 # sources of step m-1: dL/dV and dL/dI at t_{m-1}^+ of that step's readout integral
                 # (and of the per-time loss density), as lambda = -dL/dstate / tau
@@ -189,5 +223,7 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
                     dI = _step_quad(lambda u: dens(u) * _free_v(0.0, 1.0, u, tmk, tsk), dt)
                     lV[L][k] -= dV / tmk
                     lI[L][k] -= dI / tsk
+        elif jumps:
+            raise AssertionError("no spike can be detected at t_0")
     out["grads"] = G
     return out

@@ -78,6 +78,7 @@ class _Layout:
     rec_off: np.ndarray
     spiking: np.ndarray
     thr: np.ndarray
+    uni: np.ndarray  # per layer: 1 if all its neurons share tau_m and tau_s
     alpha: np.ndarray
     beta: np.ndarray
     cfw: np.ndarray
@@ -98,11 +99,23 @@ def _per_neuron(x, n):
 def layout(spec: NetworkSpec, dtype=np.float32) -> _Layout:
     """Flat arrays describing the network for the kernels (cached on the spec per dtype)."""
     cache = spec.__dict__.setdefault("_layout_cache", {})
-    key = (np.dtype(dtype).str, repr((spec.hidden, spec.output, spec.dt, spec.grazing_eps)))
+    key = (np.dtype(dtype).str, _spec_key(spec))
     if key not in cache:
         cache.clear()
         cache[key] = _make_layout(spec, dtype)
     return cache[key]
+
+
+def _spec_key(spec: NetworkSpec) -> tuple:
+    """Everything the layout depends on, by content (array values, not their abbreviated repr)."""
+    def val(x):
+        a = np.asarray(x, dtype=np.float64)
+        return a.tobytes() if a.ndim else float(a)
+
+    layers = [(h.size, val(h.tau_mem), val(h.tau_syn), h.threshold, h.recurrent) for h in spec.hidden]
+    o = spec.output
+    return (spec.n_in, tuple(layers), (o.size, o.kind, val(o.tau_mem), val(o.tau_syn), o.threshold), spec.dt,
+            spec.grazing_eps)
 
 
 def _make_layout(spec: NetworkSpec, dtype) -> _Layout:
@@ -131,9 +144,11 @@ def _make_layout(spec: NetworkSpec, dtype) -> _Layout:
     )
     spiking = np.array([1] * len(spec.hidden) + [1 if spec.output.kind == "lif" else 0], dtype=np.int64)
     thr = np.array([ly.threshold for ly in layers], dtype=dtype)
+    uni = np.array([int(np.all(tm[o : o + n] == tm[o]) and np.all(ts[o : o + n] == ts[o]))
+                    for o, n in zip(noff, sizes)], dtype=np.int64)
     f = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
     return _Layout(
-        sizes, noff, ff_off, rec_off, spiking, thr, f(alpha), f(beta), f(cfw), f(cbw), f(ts), f(tm),
+        sizes, noff, ff_off, rec_off, spiking, thr, uni, f(alpha), f(beta), f(cfw), f(cbw), f(ts), f(tm),
         names, [shapes[k] for k in names], offsets, off,
     )
 
@@ -233,7 +248,7 @@ class Forward:
     _tape: tuple = field(repr=False, default=None)
     _tmax_step: np.ndarray = field(repr=False, default=None)
     _fs_step: np.ndarray = field(repr=False, default=None)
-    _imax: np.ndarray = field(repr=False, default=None)
+    _delta: np.ndarray = field(repr=False, default=None)  # (B, cap) t_step - t_spike of each tape entry
 
     @property
     def n_spikes(self) -> np.ndarray:
@@ -245,13 +260,18 @@ class Forward:
         st, nid, d, nt = self._tape
         return st[b, : nt[b]].copy(), nid[b, : nt[b]].copy(), d[b, : nt[b]].copy()
 
+    def spike_times(self, b: int) -> np.ndarray:
+        """Emission times (ms, sub-step) of the tape's spikes of sample b, in tape order."""
+        st, _, _ = self.tape(b)
+        return st * self.spec.dt - self._delta[b, : len(st)].astype(np.float64)
+
     def hidden_spikes(self, b: int, layer: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Spike times (ms) and neuron indices of hidden layer ``layer`` in sample b."""
+        """Spike times (ms, sub-step) and neuron indices of hidden layer ``layer`` in sample b."""
         st, nid, _ = self.tape(b)
         lo = self._lay.noff[layer]
         hi = lo + self._lay.sizes[layer]
         m = (nid >= lo) & (nid < hi)
-        return st[m] * self.spec.dt, nid[m] - lo
+        return self.spike_times(b)[m], nid[m] - lo
 
 
 @dataclass
@@ -318,20 +338,21 @@ def forward(
         tape_step = np.empty((B, cap), dtype=np.int32)
         tape_id = np.empty((B, cap), dtype=np.int32)
         tape_d = np.empty((B, cap), dtype=dtype)
+        tape_delta = np.empty((B, cap), dtype=dtype)
         ntape = np.zeros(B, dtype=np.int64)
         graze = np.zeros(B, dtype=np.int64)
         integral = np.zeros((B, C), dtype=dtype)
         vmax = np.zeros((B, C), dtype=dtype)
         tmax = np.zeros((B, C), dtype=np.int64)
-        imax = np.zeros((B, C), dtype=dtype)
         fs_time = np.zeros((B, C), dtype=np.float64)
         fs_step = np.zeros((B, C), dtype=np.int64)
         counts = np.zeros((B, NT), dtype=np.int32)
         _kernels.forward_batch(
-            in_ptr, in_units, W, lay.sizes, lay.noff, lay.ff_off, lay.rec_off, lay.spiking, lay.thr,
-            lay.alpha, lay.beta, lay.cfw, lay.tau_s, N, dtype(spec.dt), dtype(spec.grazing_eps), w_a, w_b, rcoef, trace,
-            tape_step, tape_id, tape_d, ntape, graze,
-            integral, vmax, tmax, imax, tr, fs_time, fs_step, counts, min(N_CHUNKS, max(B, 1)),
+            in_ptr, in_units, W, lay.sizes, lay.noff, lay.ff_off, lay.rec_off, lay.spiking, lay.thr, lay.uni,
+            lay.alpha, lay.beta, lay.cfw, lay.tau_s, lay.tau_m, N, dtype(spec.dt), dtype(spec.grazing_eps),
+            w_a, w_b, np.exp(-rate * spec.dt), rcoef, trace,
+            tape_step, tape_id, tape_d, tape_delta, ntape, graze,
+            integral, vmax, tmax, tr, fs_time, fs_step, counts, min(N_CHUNKS, max(B, 1)),
         )
         if B == 0 or ntape.max() <= cap:
             break
@@ -344,7 +365,7 @@ def forward(
     return Forward(
         spec=spec, batch=batch, integral=integral, vmax=vmax, tmax=tmax.astype(np.float64) * spec.dt,
         trace=tr if trace else None, first_spike=fs_time, spike_counts=spike_counts, grazing=int(graze.sum()),
-        weight=(w_a, w_b, rate), _lay=lay, _W=W, _tape=(tape_step, tape_id, tape_d, ntape), _tmax_step=tmax, _fs_step=fs_step, _imax=imax,
+        weight=(w_a, w_b, rate), _lay=lay, _W=W, _tape=(tape_step, tape_id, tape_d, ntape), _delta=tape_delta, _tmax_step=tmax, _fs_step=fs_step,
     )
 
 
@@ -402,11 +423,11 @@ def backward(fw: Forward, g: ReadoutGrads, record: int | None = None):
     rcoef = np.ascontiguousarray(readout_coefs(lay.tau_m[oo:], lay.tau_s[oo:], fw.spec.dt, rate), dtype=W.dtype)
     tcoef = np.ascontiguousarray(readout_coefs(lay.tau_m[oo:], lay.tau_s[oo:], fw.spec.dt, 0.0), dtype=W.dtype)
     _kernels.backward_batch(
-        in_ptr, in_units, W, lay.sizes, lay.noff, lay.ff_off, lay.rec_off, lay.spiking, lay.thr,
+        in_ptr, in_units, W, lay.sizes, lay.noff, lay.ff_off, lay.rec_off, lay.spiking, lay.thr, lay.uni,
         lay.alpha, lay.beta, lay.cbw, lay.tau_s, lay.tau_m, N, dtype(1.0 / (N * fw.spec.dt)),
-        st, nid, d, nt,
-        w_a, w_b, rcoef, tcoef, g_int, g_max, fw._tmax_step, fw._imax, fw.vmax, g_trace, use_trace, g_spk, fw._fs_step, reg,
-        dWc, dW, rec_b, rec_V, rec_I,
+        st, nid, d, fw._delta, nt,
+        w_a, w_b, np.exp(-rate * fw.spec.dt), rcoef, tcoef, g_int, g_max, fw._tmax_step, g_trace, use_trace, g_spk,
+        fw._fs_step, reg, dWc, dW, rec_b, rec_V, rec_I,
     )
     grads = unflatten(lay, dW)
     if record is not None:
