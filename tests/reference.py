@@ -33,6 +33,23 @@ def _consts(tm, ts, dt):
     return a, b, cf, cb
 
 
+def _first_crossing_ref(v, i, th, tm, ts, span):
+    """First u in [0, span] where the free trajectory from (v, i) reaches th (roots by brentq)."""
+    f = lambda u: _free_v(v, i, u, tm, ts) - th  # noqa: E731
+    if f(0.0) >= 0:
+        return 0.0
+    if f(span) >= 0:
+        ub = span
+    else:
+        slope = lambda u: i * np.exp(-u / ts) - _free_v(v, i, u, tm, ts)  # noqa: E731
+        if not (slope(0.0) > 0 > slope(span)):
+            return None
+        ub = brentq(slope, 0.0, span, xtol=1e-15, rtol=1e-15)
+        if f(ub) < 0:
+            return None
+    return brentq(f, 0.0, ub, xtol=1e-15, rtol=1e-15)
+
+
 def _cb(u, tm, ts):
     """Backward coefficient: lambda_I gains cb * lambda_V over u ms of free backward evolution."""
     if np.isclose(tm, ts, rtol=1e-9, atol=0):
@@ -96,20 +113,50 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
     integral = np.zeros(C)
     first = np.full(C, np.inf)
     first_step = np.full(C, -1)
+    mark = [np.full(sz, -1) for sz in sizes]  # grid time of each neuron's latest spike
+
+    kinds = []  # per spike: 0 found at the end of a step, 1 pushed over threshold by arrivals
+
+    def record(n, l, i, d, delta, t_spike, kind):
+        spikes.append((n, l, i, d, delta))
+        kinds.append(kind)
+        mark[l][i] = n
+        if l == L and first_step[i] < 0:
+            first_step[i] = n
+            first[i] = t_spike
+
     for n in range(N + 1):
-        # arrivals at t_n
+        # arrivals at t_n: spikes detected at t_n (with their sub-step effect), then inputs
+        lst = list(by_step.get(n, []))
+        smax, e = 0.0, 0
+        while e < len(lst):
+            for (l, i, delta) in lst[e:]:
+                smax = max(smax, delta)
+                for (tl, row) in targets(l, i):
+                    for j in range(sizes[tl]):
+                        I[tl][j] += row[j] * np.exp(-delta / ts[tl][j])
+                        V[tl][j] += row[j] * _free_v(0.0, 1.0, delta, tm[tl][j], ts[tl][j])
+                    if tl == L and not spiking[L]:
+                        w_end = omega(n - 1)(dt)
+                        for k in range(C):
+                            integral[k] += row[k] * w_end * kappa_area(delta, tm[L][k], ts[L][k])
+            e = len(lst)
+            # neurons these arrivals pushed over threshold crossed it inside the step: find when,
+            # on the trajectory backward from t_n
+            for l in range(L + 1):
+                if not spiking[l]:
+                    continue
+                for i in range(sizes[l]):
+                    if V[l][i] >= thr[l] and mark[l][i] != n:
+                        g = lambda s_, l=l, i=i: _free_v(V[l][i], I[l][i], -s_, tm[l][i], ts[l][i]) - thr[l]  # noqa: E731
+                        sj = smax if g(smax) >= 0 else brentq(g, 0.0, smax, xtol=1e-15, rtol=1e-15)
+                        ic = I[l][i] * np.exp(sj / ts[l][i])
+                        record(n, l, i, max(ic - thr[l], spec.grazing_eps), sj, n * dt - sj, 1)
+                        lst.append((l, i, sj))
+                        V[l][i] = _free_v(0.0, ic, sj, tm[l][i], ts[l][i])
         if n < N:
             for u in inputs[n]:
                 I[0] += P["ff0"][u]
-        for (l, i, delta) in by_step.get(n, []):
-            for (tl, row) in targets(l, i):
-                for j in range(sizes[tl]):
-                    I[tl][j] += row[j] * np.exp(-delta / ts[tl][j])
-                    V[tl][j] += row[j] * _free_v(0.0, 1.0, delta, tm[tl][j], ts[tl][j])
-                if tl == L and not spiking[L]:
-                    w_end = omega(n - 1)(dt)
-                    for k in range(C):
-                        integral[k] += row[k] * w_end * kappa_area(delta, tm[L][k], ts[L][k])
         if n >= 1:
             trace[n] = V[L]
         if n == N:
@@ -119,35 +166,42 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
             for k in range(C):
                 v0, i0, tmk, tsk = V[L][k], I[L][k], tm[L][k], ts[L][k]
                 integral[k] += _step_quad(lambda u: om(u) * _free_v(v0, i0, u, tmk, tsk), dt)
+        Vold, Iold = [v.copy() for v in V], [c.copy() for c in I]
         for l in range(L + 1):
             a, b, cf, _ = cons[l]
-            Vold, Iold = V[l].copy(), I[l].copy()
-            V[l] = a * Vold + cf * Iold
-            I[l] = b * Iold
+            V[l] = a * Vold[l] + cf * Iold[l]
+            I[l] = b * Iold[l]
+        # crossings during the step: candidates from the free trajectories, then in time order,
+        # each spike's current jump moving (or cancelling) its targets' later crossings
+        cand = {}  # (l, i) -> [crossing time in the step, v, i at u_last, u_last, voltage correction]
+        for l in range(L + 1):
             if spiking[l]:
                 for i in range(sizes[l]):
-                    # the crossing time inside the step, as a root of the exact trajectory; below
-                    # threshold at both ends, a crossing needs an interior maximum above it
-                    f = lambda u, i=i: _free_v(Vold[i], Iold[i], u, tm[l][i], ts[l][i]) - thr[l]  # noqa: E731
-                    if V[l][i] >= thr[l]:
-                        ub = dt
+                    u = _first_crossing_ref(Vold[l][i], Iold[l][i], thr[l], tm[l][i], ts[l][i], dt)
+                    if u is not None:
+                        cand[(l, i)] = [u, Vold[l][i], Iold[l][i], 0.0, 0.0]
+        while cand:
+            (l, i), (u, cv, ci, ul, corr) = min(cand.items(), key=lambda kv: kv[1][0])
+            del cand[(l, i)]
+            ic = ci * np.exp(-(u - ul) / ts[l][i])
+            delta = dt - u
+            record(n + 1, l, i, max(ic - thr[l], spec.grazing_eps), delta, n * dt + u, 0)
+            by_step.setdefault(n + 1, []).append((l, i, delta))
+            V[l][i] = _free_v(0.0, ic, delta, tm[l][i], ts[l][i]) - corr  # reset at t_c
+            for (tl, row) in targets(l, i):
+                for (cl, cj), c in list(cand.items()):
+                    if cl != tl or row[cj] == 0.0:
+                        continue
+                    s2 = u - c[3]
+                    tmc, tsc = tm[cl][cj], ts[cl][cj]
+                    c[1], c[2] = _free_v(c[1], c[2], s2, tmc, tsc), c[2] * np.exp(-s2 / tsc) + row[cj]
+                    c[3] = u
+                    c[4] += row[cj] * _free_v(0.0, 1.0, delta, tmc, tsc)
+                    uu = _first_crossing_ref(c[1], c[2], thr[cl], tmc, tsc, dt - u)
+                    if uu is None:
+                        del cand[(cl, cj)]
                     else:
-                        slope = lambda u, i=i: Iold[i] * np.exp(-u / ts[l][i]) - f(u) - thr[l]  # noqa: E731
-                        if not (slope(0.0) > 0 > slope(dt)):
-                            continue
-                        ub = brentq(slope, 0.0, dt, xtol=1e-15, rtol=1e-15)
-                        if f(ub) < 0:
-                            continue
-                    frac = brentq(f, 0.0, ub, xtol=1e-15, rtol=1e-15) / dt if f(0.0) < 0 else 0.0
-                    ic = Iold[i] * np.exp(-frac * dt / ts[l][i])
-                    d = max(ic - thr[l], spec.grazing_eps)
-                    delta = (1.0 - frac) * dt
-                    spikes.append((n + 1, l, i, d, delta))
-                    by_step.setdefault(n + 1, []).append((l, i, delta))
-                    V[l][i] = _free_v(0.0, ic, delta, tm[l][i], ts[l][i])  # reset at t_c
-                    if l == L and first_step[i] < 0:
-                        first_step[i] = n + 1
-                        first[i] = (n + frac) * dt
+                        c[0] = u + uu
     out = {
         "integral": integral / T,
         "vmax": trace[1:].max(0),
@@ -168,17 +222,31 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
     for m in range(N, -1, -1):
         if m >= 1 and not spiking[L]:
             lV[L] -= g_max * (out["tmax_step"] == m) / tm[L]
-        here = [s for s in spikes if s[0] == m]
+        if m < N:
+            for u in inputs[m]:
+                G["ff0"][u] -= ts[0] * lI[0]
+        # spikes detected at t_m, latest emission first: each sees the jumps of those after it
+        here = sorted([sp for sp in spikes if sp[0] == m], key=lambda sp: sp[4])
         w_end = omega(m - 1)(dt) if m >= 1 else 0.0
         jumps = []  # (layer, idx, jump at t_c, delta)
+
+        def adj_at(tl, j, delta):  # adjoints of neuron j of layer tl at t_m - delta (+)
+            tmj, tsj = tm[tl][j], ts[tl][j]
+            lv = np.exp(-delta / tmj) * lV[tl][j]
+            li = np.exp(-delta / tsj) * lI[tl][j] + _cb(delta, tmj, tsj) * lV[tl][j]
+            for (l2, i2, J, d2) in jumps:
+                if (l2, i2) == (tl, j):
+                    lv += np.exp(-(delta - d2) / tmj) * J
+                    li += _cb(delta - d2, tmj, tsj) * J
+            return lv, li
+
         for (_, l, i, d, delta) in here:
             fb = 0.0
             for (tl, row) in targets(l, i):
                 key = f"ff{l + 1}" if tl == l + 1 else f"rec{l}"
                 for j in range(sizes[tl]):
                     tmj, tsj = tm[tl][j], ts[tl][j]
-                    lv = np.exp(-delta / tmj) * lV[tl][j]  # adjoints at t_c^+
-                    li = np.exp(-delta / tsj) * lI[tl][j] + _cb(delta, tmj, tsj) * lV[tl][j]
+                    lv, li = adj_at(tl, j, delta)
                     if tl == L and not spiking[L]:
                         src = g_int[j] / T * w_end + (g_trace[m, j] if g_trace is not None else 0.0)
                         lv -= src / tmj * _step_quad(lambda u: np.exp(-u / tmj), delta) if delta > 0 else 0.0
@@ -186,13 +254,11 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
                     fb += row[j] * (lv - li)
                     G[key][i, j] -= tsj * li
             extra = g_spk[i] if (l == L and first_step[i] == m) else 0.0
-            j = (thr[l] * np.exp(-delta / tm[l][i]) * lV[l][i] + fb + extra) / d
+            own_v, _ = adj_at(l, i, delta)
+            j = (thr[l] * own_v + fb + extra) / d
             if l < L and g_counts is not None:
                 j -= g_counts[l][i] / (thr[l] * tm[l][i])
             jumps.append((l, i, j, delta))
-        if m < N:
-            for u in inputs[m]:
-                G["ff0"][u] -= ts[0] * lI[0]
         if m == N and spiking[L]:
             for k in range(C):
                 if first_step[k] < 0 and g_spk[k] != 0:

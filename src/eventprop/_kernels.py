@@ -46,16 +46,21 @@ def _layer_of(nid, noff, n_layers):
 
 @njit(cache=True, inline="always")
 def _kap(delta, tm, ts):
-    """V at delta after a unit current jump into a neuron at rest (tau_m dV/dt = -V + I)."""
-    if abs(tm - ts) < 1e-9 * tm:
-        return delta / tm * np.exp(-delta / tm)
-    return ts / (tm - ts) * (np.exp(-delta / tm) - np.exp(-delta / ts))
+    """V at delta after a unit current jump into a neuron at rest (tau_m dV/dt = -V + I), in float64:
+    e^{-delta/tm} (delta/tm) h(x), h(x) = (1 - e^{-x})/x, x = (1/ts - 1/tm) delta (no cancellation
+    for small delta or tm ~ ts; valid for negative delta too)."""
+    d = float(delta)
+    tm = float(tm)
+    ts = float(ts)
+    x = (1.0 / ts - 1.0 / tm) * d
+    h = 1.0 - 0.5 * x if abs(x) < 1e-8 else -np.expm1(-x) / x
+    return np.exp(-d / tm) * (d / tm) * h
 
 
 @njit(cache=True, inline="always")
 def _kap_area(delta, tm, ts):
     """int_0^delta _kap(u) du = tau_s (1 - e^{-delta/tau_s}) - tau_m _kap(delta)."""
-    return ts * (1.0 - np.exp(-delta / ts)) - tm * _kap(delta, tm, ts)
+    return -float(ts) * np.expm1(-float(delta) / float(ts)) - float(tm) * _kap(delta, tm, ts)
 
 
 @njit(cache=True, inline="always")
@@ -116,6 +121,23 @@ def _crossing(v0, i0, v1, th, tm, ts, dt):
 
 
 @njit(cache=True)
+def _first_crossing(v, i, th, tm, ts, span):
+    """First u in [0, span] at which the free trajectory from (V, I) = (v, i) reaches th; -1 if none."""
+    if v >= th:
+        return 0.0
+    v1 = v * np.exp(-span / tm) + i * _kap(span, tm, ts)
+    if v1 >= th:
+        return _crossing(v, i, v1, th, tm, ts, span)
+    if not i > v or not i * np.exp(-span / ts) < v1:
+        return -1.0  # not rising at the start or not falling at the end: no maximum inside
+    us = _peak(v, i, tm, ts, span)
+    vs = v * np.exp(-us / tm) + i * _kap(us, tm, ts)
+    if vs < th:
+        return -1.0
+    return _crossing(v, i, vs, th, tm, ts, us)
+
+
+@njit(cache=True)
 def _deliver(I, V, W, base, po, S, uniform, tau_m, tau_s, delta):
     """A spike emitted at t - delta reaches neurons po..po+S+1 at grid time t: their state at t becomes
     what it would be had the current jump (row W[base:base+S]) happened at t - delta."""
@@ -137,51 +159,113 @@ def _deliver(I, V, W, base, po, S, uniform, tau_m, tau_s, delta):
 
 
 @njit(cache=True)
+def _sliver_crossing(v, i, th, tm, ts, smax):
+    """For a neuron pushed to V = v >= th at grid time t by spikes emitted up to smax before t: the
+    s in [0, smax] at which its trajectory (free evolution backward from (v, i)) crossed th."""
+    if v < th:
+        return 0.0
+    if np.exp(smax / tm) * v + i * _kap(-smax, tm, ts) >= th:
+        return smax
+    lo = 0.0
+    hi = smax
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        if np.exp(mid / tm) * v + i * _kap(-mid, tm, ts) >= th:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+@njit(cache=True)
 def _arrivals(
-    b, n, n_steps, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, uni, tau_m, tau_s,
-    w_a, w_b, edecay, V, I, prev_ids, prev_delta, n_prev, integral,
+    b, n, n_steps, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni, tau_m, tau_s,
+    grazing_eps, w_a, w_b, edecay, V, I, ids, deltas, n_prev, mark, integral,
+    tape_step, tape_id, tape_d, tape_delta, tape_kind, cap, ntape, graze, counts, fs_step, fs_time, dt,
 ):
-    """Everything that reaches the neurons at grid time t_n: input spikes of bin n, and the spikes
-    detected at t_n (emitted at t_n - delta), each with its exact sub-step timing; for a
-    leaky-integrator output also the readout integral over [t_n - delta, t_n] that the step's
-    free evolution did not see (weight taken at t_n)."""
+    """Everything that reaches the neurons at grid time t_n: the spikes detected at t_n (emitted
+    at t_n - delta), each with its exact sub-step effect, then input spikes of bin n.
+
+    For a leaky-integrator output, the readout integral over [t_n - delta, t_n] that the step's
+    free evolution did not see is added (weight taken at t_n). A neuron that these arrivals push
+    over threshold crossed it inside the step: it spikes at the crossing time of its trajectory
+    (found backward from t_n), is recorded with step n, and its spike is delivered in turn.
+    Returns (spikes detected at t_n, tape length, grazing count)."""
     n_layers = sizes.shape[0]
     L = n_layers - 1
     oo = noff[L]
     no = sizes[L]
     S0 = sizes[0]
+    w_end = 0.0
+    if n >= 1:
+        w_end = (w_a[b, n - 1] + w_b[b, n - 1]) * edecay
+    n_list = n_prev
+    smax = 0.0
+    e = 0
+    while e < n_list:
+        while e < n_list:
+            nid = ids[e]
+            delta = deltas[e]
+            if delta > smax:
+                smax = delta
+            l = _layer_of(nid, noff, n_layers)
+            i = nid - noff[l]
+            if l < L:
+                S = sizes[l + 1]
+                base = ff_off[l + 1] + i * S
+                _deliver(I, V, W, base, noff[l + 1], S, uni[l + 1], tau_m, tau_s, delta)
+                if l + 1 == L and spiking[L] == 0 and delta > 0.0:
+                    for k in range(no):
+                        integral[k] += W[base + k] * w_end * _kap_area(delta, tau_m[oo + k], tau_s[oo + k])
+            if rec_off[l] >= 0:
+                S = sizes[l]
+                base = rec_off[l] + i * S
+                _deliver(I, V, W, base, noff[l], S, uni[l], tau_m, tau_s, delta)
+            e += 1
+        # crossings inside the step caused by these arrivals (at most one per neuron and step)
+        for l in range(n_layers):
+            if spiking[l] == 0:
+                continue
+            th = thr[l]
+            for j in range(noff[l], noff[l] + sizes[l]):
+                if V[j] >= th and mark[j] != n and n_list < ids.shape[0]:
+                    sj = _sliver_crossing(V[j], I[j], th, tau_m[j], tau_s[j], smax)
+                    ic = I[j] * np.exp(sj / tau_s[j])
+                    d = ic - th
+                    if not d >= grazing_eps:
+                        d = grazing_eps
+                        graze += 1
+                    if ntape < cap:
+                        tape_step[b, ntape] = n
+                        tape_id[b, ntape] = j
+                        tape_d[b, ntape] = d
+                        tape_delta[b, ntape] = sj
+                        tape_kind[b, ntape] = 1
+                    ntape += 1
+                    mark[j] = n
+                    ids[n_list] = j
+                    deltas[n_list] = sj
+                    n_list += 1
+                    V[j] = ic * _kap(sj, tau_m[j], tau_s[j])
+                    counts[j] += 1
+                    if l == L and fs_step[j - oo] < 0:
+                        fs_step[j - oo] = n
+                        fs_time[j - oo] = n * dt - sj
     if n < n_steps:
         I0 = I[0:S0]
         for q in range(in_ptr[b, n], in_ptr[b, n + 1]):
             base = ff_off[0] + in_units[q] * S0
             _add_row(I0, W[base : base + S0])
-    w_end = 0.0
-    if n >= 1:
-        w_end = (w_a[b, n - 1] + w_b[b, n - 1]) * edecay
-    for e in range(n_prev):
-        nid = prev_ids[e]
-        delta = prev_delta[e]
-        l = _layer_of(nid, noff, n_layers)
-        i = nid - noff[l]
-        if l < L:
-            S = sizes[l + 1]
-            base = ff_off[l + 1] + i * S
-            _deliver(I, V, W, base, noff[l + 1], S, uni[l + 1], tau_m, tau_s, delta)
-            if l + 1 == L and spiking[L] == 0 and delta > 0.0:
-                for k in range(no):
-                    integral[k] += W[base + k] * w_end * _kap_area(delta, tau_m[oo + k], tau_s[oo + k])
-        if rec_off[l] >= 0:
-            S = sizes[l]
-            base = rec_off[l] + i * S
-            _deliver(I, V, W, base, noff[l], S, uni[l], tau_m, tau_s, delta)
+    return n_list, ntape, graze
 
 
 @njit(cache=True)
 def _forward_sample(
     b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
     alpha, beta, cfw, tau_s, tau_m, n_steps, dt, grazing_eps, w_a, w_b, edecay, rcoef, want_trace,
-    V, I, qm, qs, prev_ids, cur_ids, prev_delta, cur_delta,
-    tape_step, tape_id, tape_d, tape_delta, cap,
+    V, I, qm, qs, mark, prev_ids, cur_ids, prev_delta, cur_delta,
+    c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive,
+    tape_step, tape_id, tape_d, tape_delta, tape_kind, cap,
     integral, vmax, tmax, trace, fs_time, fs_step, counts,
 ):
     """Forward pass of sample b. Returns (number of spikes, grazing count).
@@ -199,6 +283,7 @@ def _forward_sample(
         V[j] = 0.0
         I[j] = 0.0
         counts[j] = 0
+        mark[j] = -1
     for k in range(no):
         integral[k] = 0.0
         vmax[k] = -np.inf
@@ -213,8 +298,10 @@ def _forward_sample(
             trace[b, 0, k] = 0.0
     for n in range(n_steps + 1):
         # ---- arrivals at t_n: input spikes of bin n, then spikes detected at t_n
-        _arrivals(b, n, n_steps, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, uni, tau_m, tau_s,
-                  w_a, w_b, edecay, V, I, prev_ids, prev_delta, n_prev, integral)
+        n_prev, ntape, graze = _arrivals(
+            b, n, n_steps, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni, tau_m, tau_s,
+            grazing_eps, w_a, w_b, edecay, V, I, prev_ids, prev_delta, n_prev, mark, integral,
+            tape_step, tape_id, tape_d, tape_delta, tape_kind, cap, ntape, graze, counts, fs_step, fs_time, dt)
         # ---- sampled readouts of a leaky-integrator output at t_n (after the arrivals: the
         #      voltage is continuous, the arrivals' sub-step effect is part of V(t_n))
         if n >= 1 and spiking[L] == 0:
@@ -241,8 +328,10 @@ def _forward_sample(
             V[j] = alpha[j] * V[j] + cfw[j] * I[j]
         for j in range(NT):
             I[j] = beta[j] * I[j]
-        # ---- threshold crossings, detected at t_{n+1}
-        n_cur = 0
+        # ---- threshold crossings during the step, detected at t_{n+1}: first every neuron whose
+        #      free trajectory crosses (candidates), then in time order, so that a spike's current
+        #      jump can move, or cancel, the crossings of its targets later in the same step
+        K = 0
         for l in range(n_layers):
             if spiking[l] == 0:
                 continue
@@ -253,48 +342,91 @@ def _forward_sample(
                 if _count_near(V[blk:blk_end], I[blk:blk_end], th, qm[blk:blk_end], qs[blk:blk_end]) == 0:
                     continue  # vectorised test: most blocks are far from threshold
                 for j in range(blk, blk_end):
-                    if V[j] >= th:
-                        # values at t_n, recovered from the step's exact update
-                        i_old = I[j] / beta[j]
-                        v_old = (V[j] - cfw[j] * i_old) / alpha[j]
-                        u = _crossing(v_old, i_old, V[j], th, tau_m[j], tau_s[j], dt)
-                    else:
-                        # below threshold at both ends of the step: a crossing needs an interior
-                        # maximum above threshold (rising at t_n, falling at t_{n+1})
+                    if V[j] < th:
+                        # below threshold at both ends: a crossing needs an interior maximum
                         margin = 2.0 * qm[j] * (abs(V[j] - I[j]) + qs[j] * abs(I[j]) + qm[j] * abs(V[j]))
                         if V[j] + margin < th or not I[j] < V[j]:
                             continue
-                        i_old = I[j] / beta[j]
-                        v_old = (V[j] - cfw[j] * i_old) / alpha[j]
-                        if not i_old > v_old:
-                            continue
-                        us = _peak(v_old, i_old, tau_m[j], tau_s[j], dt)
-                        vs = v_old * np.exp(-us / tau_m[j]) + i_old * _kap(us, tau_m[j], tau_s[j])
-                        if vs < th:
-                            continue
-                        u = _crossing(v_old, i_old, vs, th, tau_m[j], tau_s[j], us)
-                    frac = u / dt
-                    delta = dt - u  # t_{n+1} - t_c
-                    ic = i_old * np.exp(-u / tau_s[j])  # I(t_c)
-                    d = ic - th
-                    if not d >= grazing_eps:
-                        d = grazing_eps
-                        graze += 1
-                    if ntape < cap:
-                        tape_step[b, ntape] = n + 1
-                        tape_id[b, ntape] = j
-                        tape_d[b, ntape] = d
-                        tape_delta[b, ntape] = delta
-                    ntape += 1
-                    cur_ids[n_cur] = j
-                    cur_delta[n_cur] = delta
-                    n_cur += 1
-                    # reset to 0 at t_c, then free evolution of V with the current until t_{n+1}
-                    V[j] = ic * _kap(delta, tau_m[j], tau_s[j])
-                    counts[j] += 1
-                    if l == L and fs_step[j - oo] < 0:
-                        fs_step[j - oo] = n + 1
-                        fs_time[j - oo] = (n + frac) * dt
+                    # values at t_n, recovered from the step's exact update
+                    i_old = I[j] / beta[j]
+                    v_old = (V[j] - cfw[j] * i_old) / alpha[j]
+                    u = _first_crossing(v_old, i_old, th, tau_m[j], tau_s[j], dt)
+                    if u < 0.0:
+                        continue
+                    c_j[K] = j
+                    c_u[K] = u
+                    c_v[K] = v_old
+                    c_i[K] = i_old
+                    c_ul[K] = 0.0
+                    c_corr[K] = 0.0
+                    c_alive[K] = 1
+                    K += 1
+        n_cur = 0
+        while True:
+            best = -1
+            bu = np.inf
+            for c in range(K):
+                if c_alive[c] == 1 and c_u[c] < bu:
+                    best = c
+                    bu = c_u[c]
+            if best < 0:
+                break
+            c_alive[best] = 0
+            j = c_j[best]
+            u = bu
+            l = _layer_of(j, noff, n_layers)
+            th = thr[l]
+            frac = u / dt
+            delta = dt - u  # t_{n+1} - t_c
+            ic = c_i[best] * np.exp(-(u - c_ul[best]) / tau_s[j])  # I(t_c)
+            d = ic - th
+            if not d >= grazing_eps:
+                d = grazing_eps
+                graze += 1
+            if ntape < cap:
+                tape_step[b, ntape] = n + 1
+                tape_id[b, ntape] = j
+                tape_d[b, ntape] = d
+                tape_delta[b, ntape] = delta
+                tape_kind[b, ntape] = 0
+            ntape += 1
+            mark[j] = n + 1
+            cur_ids[n_cur] = j
+            cur_delta[n_cur] = delta
+            n_cur += 1
+            # reset to 0 at t_c, then free evolution with the current until t_{n+1}; the delivery
+            # at t_{n+1} of same-step spikes that reached j before t_c must not add their voltage
+            V[j] = ic * _kap(delta, tau_m[j], tau_s[j]) - c_corr[best]
+            counts[j] += 1
+            if l == L and fs_step[j - oo] < 0:
+                fs_step[j - oo] = n + 1
+                fs_time[j - oo] = (n + frac) * dt
+            # this spike's current jump at t_c on the candidates that have not spiked yet
+            i_pre = j - noff[l]
+            for c in range(K):
+                if c_alive[c] == 0:
+                    continue
+                jc = c_j[c]
+                lc = _layer_of(jc, noff, n_layers)
+                w = 0.0
+                if lc == l + 1:
+                    w += W[ff_off[lc] + i_pre * sizes[lc] + (jc - noff[lc])]
+                if lc == l and rec_off[l] >= 0:
+                    w += W[rec_off[l] + i_pre * sizes[l] + (jc - noff[l])]
+                if w == 0.0:
+                    continue
+                s2 = u - c_ul[c]
+                tmc = tau_m[jc]
+                tsc = tau_s[jc]
+                c_v[c] = c_v[c] * np.exp(-s2 / tmc) + c_i[c] * _kap(s2, tmc, tsc)
+                c_i[c] = c_i[c] * np.exp(-s2 / tsc) + w
+                c_ul[c] = u
+                c_corr[c] += w * _kap(delta, tmc, tsc)
+                uu = _first_crossing(c_v[c], c_i[c], thr[lc], tmc, tsc, dt - u)
+                if uu < 0.0:
+                    c_alive[c] = 0
+                else:
+                    c_u[c] = u + uu
         for e in range(n_cur):
             prev_ids[e] = cur_ids[e]
             prev_delta[e] = cur_delta[e]
@@ -306,7 +438,7 @@ def _forward_sample(
 def forward_batch(
     in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
     alpha, beta, cfw, tau_s, tau_m, n_steps, dt, grazing_eps, w_a, w_b, edecay, rcoef, want_trace,
-    tape_step, tape_id, tape_d, tape_delta, ntape, graze,
+    tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape, graze,
     integral, vmax, tmax, trace, fs_time, fs_step, counts, n_chunks,
 ):
     B = in_ptr.shape[0]
@@ -317,7 +449,7 @@ def forward_batch(
             c, n_chunks, B, NT, cap,
             in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
             alpha, beta, cfw, tau_s, tau_m, n_steps, dt, grazing_eps, w_a, w_b, edecay, rcoef, want_trace,
-            tape_step, tape_id, tape_d, tape_delta, ntape, graze,
+            tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape, graze,
             integral, vmax, tmax, trace, fs_time, fs_step, counts,
         )
 
@@ -327,15 +459,23 @@ def _forward_chunk(
     c, n_chunks, B, NT, cap,
     in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
     alpha, beta, cfw, tau_s, tau_m, n_steps, dt, grazing_eps, w_a, w_b, edecay, rcoef, want_trace,
-    tape_step, tape_id, tape_d, tape_delta, ntape, graze,
+    tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape, graze,
     integral, vmax, tmax, trace, fs_time, fs_step, counts,
 ):
     V = np.empty(NT, dtype=W.dtype)
     I = np.empty(NT, dtype=W.dtype)
-    prev_ids = np.empty(NT, dtype=np.int32)
+    prev_ids = np.empty(NT, dtype=np.int32)  # spikes detected at one grid time (at most one per neuron)
     cur_ids = np.empty(NT, dtype=np.int32)
     prev_delta = np.empty(NT, dtype=np.float64)
     cur_delta = np.empty(NT, dtype=np.float64)
+    mark = np.empty(NT, dtype=np.int64)  # grid time of each neuron's latest spike
+    c_j = np.empty(NT, dtype=np.int64)  # crossing candidates of a step: neuron, time, state at c_ul
+    c_u = np.empty(NT, dtype=np.float64)
+    c_v = np.empty(NT, dtype=np.float64)
+    c_i = np.empty(NT, dtype=np.float64)
+    c_ul = np.empty(NT, dtype=np.float64)
+    c_corr = np.empty(NT, dtype=np.float64)
+    c_alive = np.empty(NT, dtype=np.int8)
     qm = np.empty(NT, dtype=W.dtype)  # dt / tau_m and dt / tau_s, for the near-threshold test
     qs = np.empty(NT, dtype=W.dtype)
     for j in range(NT):
@@ -347,7 +487,8 @@ def _forward_chunk(
         nt, gz = _forward_sample(
             b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
             alpha, beta, cfw, tau_s, tau_m, n_steps, dt, grazing_eps, w_a, w_b, edecay, rcoef, want_trace,
-            V, I, qm, qs, prev_ids, cur_ids, prev_delta, cur_delta, tape_step, tape_id, tape_d, tape_delta, cap,
+            V, I, qm, qs, mark, prev_ids, cur_ids, prev_delta, cur_delta,
+            c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive, tape_step, tape_id, tape_d, tape_delta, tape_kind, cap,
             integral[b], vmax[b], tmax[b], trace, fs_time[b], fs_step[b], counts[b],
         )
         ntape[b] = nt
@@ -392,13 +533,21 @@ def _spike_targets(W, base, po, S, uniform, tau_m, tau_s, delta, lamV, lamI, dW)
     return fb
 
 
+@njit(cache=True, inline="always")
+def _apply_jump(lamV, lamI, nid, jv, ji):
+    """Add a jump; hard bound: chains of near-grazing spikes can compound the jump factor
+    (1 + theta/d), the bound keeps every gradient finite in float32."""
+    lamV[nid] = min(max(lamV[nid] + jv, -LAMBDA_MAX), LAMBDA_MAX)
+    lamI[nid] = min(max(lamI[nid] + ji, -LAMBDA_MAX), LAMBDA_MAX)
+
+
 @njit(cache=True)
 def _backward_sample(
     b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
     alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
-    tape_step, tape_id, tape_d, tape_delta, ntape,
+    tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape,
     w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, g_trace, use_trace, g_spk, fs_step, reg,
-    lamV, lamI, jump, jumpI, gtmp, dW, rec_b, rec_lamV, rec_lamI,
+    lamV, lamI, order, gtmp, dW, rec_b, rec_lamV, rec_lamI,
 ):
     n_layers = sizes.shape[0]
     L = n_layers - 1
@@ -416,15 +565,34 @@ def _backward_sample(
             for k in range(no):
                 if tmax[b, k] == m:
                     lamV[oo + k] -= g_max[b, k] / tau_m[oo + k]
-        # ---- spikes detected at t_m, emitted at t_c = t_m - delta: gradients, feedback and jumps
-        #      from the adjoints at t_c^+, all computed from the values at t_m, applied together
+        # ---- input spikes arriving at t_m (after every spike emitted before t_m)
+        if m < n_steps and in_ptr[b, m + 1] > in_ptr[b, m]:
+            g0 = gtmp[0:S0]
+            for j in range(S0):
+                g0[j] = tau_s[j] * lamI[j]
+            for q in range(in_ptr[b, m], in_ptr[b, m + 1]):
+                base = ff_off[0] + in_units[q] * S0
+                _sub_row(dW[base : base + S0], g0)
+        # ---- spikes detected at t_m, emitted at t_c = t_m - delta, latest first: gradients,
+        #      feedback and jump from the adjoints at t_c^+ (propagated back from t_m); each jump
+        #      is applied at once, so that earlier spikes of the same step see it (in the forward
+        #      pass an earlier spike moves the later crossings of its targets in the step)
         e_lo = e_top
         while e_lo >= 0 and tape_step[b, e_lo] == m:
             e_lo -= 1
+        n_here = e_top - e_lo
+        for q in range(n_here):  # order by delta (insertion sort: groups are small)
+            e = e_lo + 1 + q
+            r = q
+            while r > 0 and tape_delta[b, order[r - 1]] > tape_delta[b, e]:
+                order[r] = order[r - 1]
+                r -= 1
+            order[r] = e
         w_end = 0.0
         if m >= 1 and spiking[L] == 0:
             w_end = (w_a[b, m - 1] + w_b[b, m - 1]) * edecay
-        for e in range(e_lo + 1, e_top + 1):
+        for q in range(n_here):
+            e = order[q]
             nid = tape_id[b, e]
             delta = tape_delta[b, e]
             l = _layer_of(nid, noff, n_layers)
@@ -465,32 +633,8 @@ def _backward_sample(
             # the jump happens at t_c; expressed at t_m it is the state that free backward
             # evolution over delta takes to (jv, 0)
             b_i = np.exp(-delta / tau_s[nid])
-            jump[e - e_lo - 1] = jv / a_i
-            jumpI[e - e_lo - 1] = -_kap(delta, tau_m[nid], tau_s[nid]) * tau_m[nid] / tau_s[nid] * jv / (a_i * b_i)
-        # ---- input spikes arriving at t_m (after t_c: they see the adjoints before the jumps)
-        if m < n_steps and in_ptr[b, m + 1] > in_ptr[b, m]:
-            g0 = gtmp[0:S0]
-            for j in range(S0):
-                g0[j] = tau_s[j] * lamI[j]
-            for q in range(in_ptr[b, m], in_ptr[b, m + 1]):
-                base = ff_off[0] + in_units[q] * S0
-                _sub_row(dW[base : base + S0], g0)
-        for e in range(e_lo + 1, e_top + 1):
-            nid = tape_id[b, e]
-            v = lamV[nid] + jump[e - e_lo - 1]
-            # hard bound: chains of near-grazing spikes can compound the jump factor (1 + theta/d);
-            # never reached in normal training, it keeps every gradient finite in float32
-            if v > LAMBDA_MAX:
-                v = LAMBDA_MAX
-            elif v < -LAMBDA_MAX:
-                v = -LAMBDA_MAX
-            lamV[nid] = v
-            v = lamI[nid] + jumpI[e - e_lo - 1]
-            if v > LAMBDA_MAX:
-                v = LAMBDA_MAX
-            elif v < -LAMBDA_MAX:
-                v = -LAMBDA_MAX
-            lamI[nid] = v
+            _apply_jump(lamV, lamI, nid, jv / a_i,
+                        -_kap(delta, tau_m[nid], tau_s[nid]) * tau_m[nid] / tau_s[nid] * jv / (a_i * b_i))
         e_top = e_lo
         # ---- phantom spikes: a spiking output neuron without a spike but with dL/dt != 0
         if m == n_steps and spiking[L] == 1:
@@ -530,14 +674,13 @@ def _backward_chunk(
     c, n_chunks, B, NT,
     in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
     alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
-    tape_step, tape_id, tape_d, tape_delta, ntape,
+    tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape,
     w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, g_trace, use_trace, g_spk, fs_step, reg,
     dWc, rec_b, rec_lamV, rec_lamI,
 ):
     lamV = np.empty(NT, dtype=W.dtype)
     lamI = np.empty(NT, dtype=W.dtype)
-    jump = np.empty(NT, dtype=W.dtype)
-    jumpI = np.empty(NT, dtype=W.dtype)
+    order = np.empty(NT, dtype=np.int64)
     gtmp = np.empty(NT, dtype=W.dtype)
     dW = dWc[c]
     for j in range(dW.shape[0]):
@@ -548,9 +691,9 @@ def _backward_chunk(
         _backward_sample(
             b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
             alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
-            tape_step, tape_id, tape_d, tape_delta, ntape[b],
+            tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape[b],
             w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, g_trace, use_trace, g_spk, fs_step[b], reg,
-            lamV, lamI, jump, jumpI, gtmp, dW, rec_b, rec_lamV, rec_lamI,
+            lamV, lamI, order, gtmp, dW, rec_b, rec_lamV, rec_lamI,
         )
 
 
@@ -558,7 +701,7 @@ def _backward_chunk(
 def backward_batch(
     in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
     alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
-    tape_step, tape_id, tape_d, tape_delta, ntape,
+    tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape,
     w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, g_trace, use_trace, g_spk, fs_step, reg,
     dWc, dW, rec_b, rec_lamV, rec_lamI,
 ):
@@ -570,7 +713,7 @@ def backward_batch(
             c, n_chunks, B, NT,
             in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
             alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
-            tape_step, tape_id, tape_d, tape_delta, ntape,
+            tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape,
             w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, g_trace, use_trace, g_spk, fs_step, reg,
             dWc, rec_b, rec_lamV, rec_lamI,
         )
