@@ -204,13 +204,15 @@ class ExactNetwork:
                     acc["vmax_slope"][k] = slope
 
     # ------------------------------------------------------------------ simulation
-    def simulate(self, times, units, T, label=None, weight_fns=None, want_max=True) -> SimResult:
+    def simulate(self, times, units, T, label=None, weight_fns=None, want_max=True, first_output_only=False) -> SimResult:
         """Simulate one sample over [0, T].
 
         times, units: input spike times (ms) and input units; spikes at t >= T are ignored.
         label: class for the cross-entropy readout (optional; computed only when given).
         weight_fns: name -> w(t, T) (vectorised) or None for w = 1; default {"sum": None}.
         want_max: track the maximum of each output voltage (vmax, tmax, what it sits on).
+        first_output_only: spiking output neurons stop after their first spike (all a first-spike
+        readout needs; outputs feed nothing back), which saves most of the work when they fire fast.
         """
         weight_fns = {"sum": None} if weight_fns is None else dict(weight_fns)
         L = self.L
@@ -244,7 +246,10 @@ class ExactNetwork:
                     if not self.spiking[l]:
                         continue
                     # only neurons that can reach threshold before the next input (a cheap bound)
-                    cand = np.nonzero(v_upper_bound(V[l], I[l], self.tm[l], S) >= self.theta[l])[0]
+                    near = v_upper_bound(V[l], I[l], self.tm[l], S) >= self.theta[l]
+                    if first_output_only and l == L:
+                        near &= ~np.isfinite(first)
+                    cand = np.nonzero(near)[0]
                     for i in cand:
                         lim = S if best is None else best[0]
                         if lim <= 0.0:
@@ -339,8 +344,9 @@ def simulate_batch(spec, params, samples, T, losses=(), want_max=None):
     xent = any(loss.readout == "trace" for loss in losses)
     if want_max is None:
         want_max = any(loss.readout == "vmax" for loss in losses)
-    return [net.simulate(t, u, T, label=lab if xent else None, weight_fns=wf, want_max=want_max)
-            for (t, u, lab) in samples]
+    first_only = bool(losses) and all(loss.readout == "first_spike" for loss in losses)
+    return [net.simulate(t, u, T, label=lab if xent else None, weight_fns=wf, want_max=want_max,
+                         first_output_only=first_only) for (t, u, lab) in samples]
 
 
 def loss_values(spec, params, samples, T, losses, want_max=None):
