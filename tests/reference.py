@@ -114,6 +114,7 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
     first = np.full(C, np.inf)
     first_step = np.full(C, -1)
     mark = [np.full(sz, -1) for sz in sizes]  # grid time of each neuron's latest spike
+    mx = [(-np.inf, 0, -1, 0.0, 0.0)] * C  # per output: (max, step, spike index of a kink or -1, delta, tau_m V')
 
     kinds = []  # per spike: 0 found at the end of a step, 1 pushed over threshold by arrivals
 
@@ -130,8 +131,14 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
         lst = list(by_step.get(n, []))
         smax, e = 0.0, 0
         while e < len(lst):
-            for (l, i, delta) in lst[e:]:
+            for (l, i, delta, sidx) in lst[e:]:
                 smax = max(smax, delta)
+                if l == L - 1 and not spiking[L]:
+                    # the output voltage just before this arrival (a kink): a candidate maximum
+                    for k in range(C):
+                        vc = _free_v(V[L][k], I[L][k], -delta, tm[L][k], ts[L][k])
+                        if vc > mx[k][0]:
+                            mx[k] = (vc, n, sidx, delta, I[L][k] * np.exp(delta / ts[L][k]) - vc)
                 for (tl, row) in targets(l, i):
                     for j in range(sizes[tl]):
                         I[tl][j] += row[j] * np.exp(-delta / ts[tl][j])
@@ -152,13 +159,16 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
                         sj = smax if g(smax) >= 0 else brentq(g, 0.0, smax, xtol=1e-15, rtol=1e-15)
                         ic = I[l][i] * np.exp(sj / ts[l][i])
                         record(n, l, i, max(ic - thr[l], spec.grazing_eps), sj, n * dt - sj, 1)
-                        lst.append((l, i, sj))
+                        lst.append((l, i, sj, len(spikes) - 1))
                         V[l][i] = _free_v(0.0, ic, sj, tm[l][i], ts[l][i])
         if n < N:
             for u in inputs[n]:
                 I[0] += P["ff0"][u]
         if n >= 1:
             trace[n] = V[L]
+            for k in range(C):
+                if V[L][k] > mx[k][0]:
+                    mx[k] = (V[L][k], n, -1, 0.0, 0.0)
         if n == N:
             break
         if not spiking[L]:  # integral readout over [t_n, t_{n+1}] from the state at t_n^+
@@ -186,7 +196,7 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
             ic = ci * np.exp(-(u - ul) / ts[l][i])
             delta = dt - u
             record(n + 1, l, i, max(ic - thr[l], spec.grazing_eps), delta, n * dt + u, 0)
-            by_step.setdefault(n + 1, []).append((l, i, delta))
+            by_step.setdefault(n + 1, []).append((l, i, delta, len(spikes) - 1))
             V[l][i] = _free_v(0.0, ic, delta, tm[l][i], ts[l][i]) - corr  # reset at t_c
             for (tl, row) in targets(l, i):
                 for (cl, cj), c in list(cand.items()):
@@ -204,8 +214,9 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
                         c[0] = u + uu
     out = {
         "integral": integral / T,
-        "vmax": trace[1:].max(0),
-        "tmax_step": trace[1:].argmax(0) + 1,
+        "vmax": np.array([x[0] for x in mx]),
+        "tmax_step": np.array([x[1] for x in mx]),
+        "tmax": np.array([x[1] * dt - x[3] for x in mx]),
         "trace": trace,
         "first_spike": first,
         "spikes": spikes,
@@ -221,12 +232,15 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
     G = {k: np.zeros_like(v) for k, v in P.items()}
     for m in range(N, -1, -1):
         if m >= 1 and not spiking[L]:
-            lV[L] -= g_max * (out["tmax_step"] == m) / tm[L]
+            for k in range(C):
+                if mx[k][1] == m and mx[k][2] < 0:
+                    lV[L][k] -= g_max[k] / tm[L][k]
         if m < N:
             for u in inputs[m]:
                 G["ff0"][u] -= ts[0] * lI[0]
         # spikes detected at t_m, latest emission first: each sees the jumps of those after it
-        here = sorted([sp for sp in spikes if sp[0] == m], key=lambda sp: sp[4])
+        here = sorted([(q, sp) for q, sp in enumerate(spikes) if sp[0] == m], key=lambda qs: qs[1][4])
+        kicks = []  # (output, kick on lambda_V at t_m - delta, delta): maxima at kinks
         w_end = omega(m - 1)(dt) if m >= 1 else 0.0
         jumps = []  # (layer, idx, jump at t_c, delta)
 
@@ -240,7 +254,7 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
                     li += _cb(delta - d2, tmj, tsj) * J
             return lv, li
 
-        for (_, l, i, d, delta) in here:
+        for (sidx, (_, l, i, d, delta)) in here:
             fb = 0.0
             for (tl, row) in targets(l, i):
                 key = f"ff{l + 1}" if tl == l + 1 else f"rec{l}"
@@ -251,14 +265,22 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
                         src = g_int[j] / T * w_end + (g_trace[m, j] if g_trace is not None else 0.0)
                         lv -= src / tmj * _step_quad(lambda u: np.exp(-u / tmj), delta) if delta > 0 else 0.0
                         li -= src / tsj * kappa_area(delta, tmj, tsj)
+                    for (kk, kick, d2) in kicks:
+                        if tl == L and kk == j:
+                            lv += np.exp(-(delta - d2) / tmj) * kick
+                            li += _cb(delta - d2, tmj, tsj) * kick
                     fb += row[j] * (lv - li)
                     G[key][i, j] -= tsj * li
             extra = g_spk[i] if (l == L and first_step[i] == m) else 0.0
+            pinned = [k for k in range(C) if not spiking[L] and mx[k][1] == m and mx[k][2] == sidx and g_max[k] != 0]
+            for k in pinned:  # the maximum sits just before this spike's arrival and moves with it
+                extra += g_max[k] * mx[k][4] / tm[L][k]
             own_v, _ = adj_at(l, i, delta)
             j = (thr[l] * own_v + fb + extra) / d
             if l < L and g_counts is not None:
                 j -= g_counts[l][i] / (thr[l] * tm[l][i])
             jumps.append((l, i, j, delta))
+            kicks += [(k, -g_max[k] / tm[L][k], delta) for k in pinned]
         if m == N and spiking[L]:
             for k in range(C):
                 if first_step[k] < 0 and g_spk[k] != 0:
@@ -273,6 +295,10 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
                 rest = dt - delta
                 lV[l][i] = np.clip(lV[l][i] + np.exp(-rest / tm[l][i]) * j, -1e15, 1e15)
                 lI[l][i] = np.clip(lI[l][i] + _cb(rest, tm[l][i], ts[l][i]) * j, -1e15, 1e15)
+            for (k, kick, delta) in kicks:
+                rest = dt - delta
+                lV[L][k] += np.exp(-rest / tm[L][k]) * kick
+                lI[L][k] += _cb(rest, tm[L][k], ts[L][k]) * kick
             if not spiking[L]:
                 # sources of step m-1: dL/dV and dL/dI at t_{m-1}^+ of that step's readout integral
                 # (and of the per-time loss density), as lambda = -dL/dstate / tau

@@ -180,8 +180,9 @@ def _sliver_crossing(v, i, th, tm, ts, smax):
 @njit(cache=True)
 def _arrivals(
     b, n, n_steps, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni, tau_m, tau_s,
-    grazing_eps, w_a, w_b, edecay, V, I, ids, deltas, n_prev, mark, integral,
+    grazing_eps, w_a, w_b, edecay, V, I, ids, deltas, tidx, n_prev, mark, integral,
     tape_step, tape_id, tape_d, tape_delta, tape_kind, cap, ntape, graze, counts, fs_step, fs_time, dt,
+    want_max, vmax, tmax, mx_ref, mx_delta, mx_slope,
 ):
     """Everything that reaches the neurons at grid time t_n: the spikes detected at t_n (emitted
     at t_n - delta), each with its exact sub-step effect, then input spikes of bin n.
@@ -190,7 +191,9 @@ def _arrivals(
     free evolution did not see is added (weight taken at t_n). A neuron that these arrivals push
     over threshold crossed it inside the step: it spikes at the crossing time of its trajectory
     (found backward from t_n), is recorded with step n, and its spike is delivered in turn.
-    Returns (spikes detected at t_n, tape length, grazing count)."""
+    With ``want_max``, the output voltage just before each arrival of a hidden spike (a kink of
+    the trajectory, where a maximum sits when an inhibitory spike turns V down) is a candidate
+    for the maximum readout. Returns (spikes detected at t_n, tape length, grazing count)."""
     n_layers = sizes.shape[0]
     L = n_layers - 1
     oo = noff[L]
@@ -213,6 +216,17 @@ def _arrivals(
             if l < L:
                 S = sizes[l + 1]
                 base = ff_off[l + 1] + i * S
+                if want_max and l + 1 == L and spiking[L] == 0:
+                    for k in range(no):
+                        tmk = tau_m[oo + k]
+                        tsk = tau_s[oo + k]
+                        vc = np.exp(delta / tmk) * V[oo + k] + I[oo + k] * _kap(-delta, tmk, tsk)  # V(t_c^-)
+                        if vc > vmax[k]:
+                            vmax[k] = vc
+                            tmax[k] = n
+                            mx_ref[k] = tidx[e]
+                            mx_delta[k] = delta
+                            mx_slope[k] = I[oo + k] * np.exp(delta / tsk) - vc  # tau_m dV/dt(t_c^-)
                 _deliver(I, V, W, base, noff[l + 1], S, uni[l + 1], tau_m, tau_s, delta)
                 if l + 1 == L and spiking[L] == 0 and delta > 0.0:
                     for k in range(no):
@@ -245,6 +259,7 @@ def _arrivals(
                     mark[j] = n
                     ids[n_list] = j
                     deltas[n_list] = sj
+                    tidx[n_list] = ntape - 1
                     n_list += 1
                     V[j] = ic * _kap(sj, tau_m[j], tau_s[j])
                     counts[j] += 1
@@ -263,10 +278,10 @@ def _arrivals(
 def _forward_sample(
     b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
     alpha, beta, cfw, tau_s, tau_m, n_steps, dt, grazing_eps, w_a, w_b, edecay, rcoef, want_trace,
-    V, I, qm, qs, mark, prev_ids, cur_ids, prev_delta, cur_delta,
+    V, I, qm, qs, mark, prev_ids, cur_ids, prev_delta, cur_delta, prev_tidx, cur_tidx,
     c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive,
     tape_step, tape_id, tape_d, tape_delta, tape_kind, cap,
-    integral, vmax, tmax, trace, fs_time, fs_step, counts,
+    integral, vmax, tmax, mx_ref, mx_delta, mx_slope, want_max, trace, fs_time, fs_step, counts,
 ):
     """Forward pass of sample b. Returns (number of spikes, grazing count).
 
@@ -288,6 +303,9 @@ def _forward_sample(
         integral[k] = 0.0
         vmax[k] = -np.inf
         tmax[k] = 0
+        mx_ref[k] = -1
+        mx_delta[k] = 0.0
+        mx_slope[k] = 0.0
         fs_time[k] = np.inf
         fs_step[k] = -1
     ntape = 0
@@ -300,8 +318,9 @@ def _forward_sample(
         # ---- arrivals at t_n: input spikes of bin n, then spikes detected at t_n
         n_prev, ntape, graze = _arrivals(
             b, n, n_steps, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni, tau_m, tau_s,
-            grazing_eps, w_a, w_b, edecay, V, I, prev_ids, prev_delta, n_prev, mark, integral,
-            tape_step, tape_id, tape_d, tape_delta, tape_kind, cap, ntape, graze, counts, fs_step, fs_time, dt)
+            grazing_eps, w_a, w_b, edecay, V, I, prev_ids, prev_delta, prev_tidx, n_prev, mark, integral,
+            tape_step, tape_id, tape_d, tape_delta, tape_kind, cap, ntape, graze, counts, fs_step, fs_time, dt,
+            want_max, vmax, tmax, mx_ref, mx_delta, mx_slope)
         # ---- sampled readouts of a leaky-integrator output at t_n (after the arrivals: the
         #      voltage is continuous, the arrivals' sub-step effect is part of V(t_n))
         if n >= 1 and spiking[L] == 0:
@@ -310,6 +329,8 @@ def _forward_sample(
                 if v > vmax[k]:
                     vmax[k] = v
                     tmax[k] = n
+                    mx_ref[k] = -1
+                    mx_delta[k] = 0.0
                 if want_trace:
                     trace[b, n, k] = v
         if n == n_steps:
@@ -393,6 +414,7 @@ def _forward_sample(
             mark[j] = n + 1
             cur_ids[n_cur] = j
             cur_delta[n_cur] = delta
+            cur_tidx[n_cur] = ntape - 1
             n_cur += 1
             # reset to 0 at t_c, then free evolution with the current until t_{n+1}; the delivery
             # at t_{n+1} of same-step spikes that reached j before t_c must not add their voltage
@@ -430,6 +452,7 @@ def _forward_sample(
         for e in range(n_cur):
             prev_ids[e] = cur_ids[e]
             prev_delta[e] = cur_delta[e]
+            prev_tidx[e] = cur_tidx[e]
         n_prev = n_cur
     return ntape, graze
 
@@ -439,7 +462,7 @@ def forward_batch(
     in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
     alpha, beta, cfw, tau_s, tau_m, n_steps, dt, grazing_eps, w_a, w_b, edecay, rcoef, want_trace,
     tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape, graze,
-    integral, vmax, tmax, trace, fs_time, fs_step, counts, n_chunks,
+    integral, vmax, tmax, mx_ref, mx_delta, mx_slope, want_max, trace, fs_time, fs_step, counts, n_chunks,
 ):
     B = in_ptr.shape[0]
     NT = alpha.shape[0]
@@ -450,7 +473,7 @@ def forward_batch(
             in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
             alpha, beta, cfw, tau_s, tau_m, n_steps, dt, grazing_eps, w_a, w_b, edecay, rcoef, want_trace,
             tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape, graze,
-            integral, vmax, tmax, trace, fs_time, fs_step, counts,
+            integral, vmax, tmax, mx_ref, mx_delta, mx_slope, want_max, trace, fs_time, fs_step, counts,
         )
 
 
@@ -460,7 +483,7 @@ def _forward_chunk(
     in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
     alpha, beta, cfw, tau_s, tau_m, n_steps, dt, grazing_eps, w_a, w_b, edecay, rcoef, want_trace,
     tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape, graze,
-    integral, vmax, tmax, trace, fs_time, fs_step, counts,
+    integral, vmax, tmax, mx_ref, mx_delta, mx_slope, want_max, trace, fs_time, fs_step, counts,
 ):
     V = np.empty(NT, dtype=W.dtype)
     I = np.empty(NT, dtype=W.dtype)
@@ -468,6 +491,8 @@ def _forward_chunk(
     cur_ids = np.empty(NT, dtype=np.int32)
     prev_delta = np.empty(NT, dtype=np.float64)
     cur_delta = np.empty(NT, dtype=np.float64)
+    prev_tidx = np.empty(NT, dtype=np.int64)  # their tape positions
+    cur_tidx = np.empty(NT, dtype=np.int64)
     mark = np.empty(NT, dtype=np.int64)  # grid time of each neuron's latest spike
     c_j = np.empty(NT, dtype=np.int64)  # crossing candidates of a step: neuron, time, state at c_ul
     c_u = np.empty(NT, dtype=np.float64)
@@ -487,9 +512,10 @@ def _forward_chunk(
         nt, gz = _forward_sample(
             b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
             alpha, beta, cfw, tau_s, tau_m, n_steps, dt, grazing_eps, w_a, w_b, edecay, rcoef, want_trace,
-            V, I, qm, qs, mark, prev_ids, cur_ids, prev_delta, cur_delta,
+            V, I, qm, qs, mark, prev_ids, cur_ids, prev_delta, cur_delta, prev_tidx, cur_tidx,
             c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive, tape_step, tape_id, tape_d, tape_delta, tape_kind, cap,
-            integral[b], vmax[b], tmax[b], trace, fs_time[b], fs_step[b], counts[b],
+            integral[b], vmax[b], tmax[b], mx_ref[b], mx_delta[b], mx_slope[b], want_max, trace, fs_time[b],
+            fs_step[b], counts[b],
         )
         ntape[b] = nt
         graze[b] = gz
@@ -546,7 +572,7 @@ def _backward_sample(
     b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
     alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
     tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape,
-    w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, g_trace, use_trace, g_spk, fs_step, reg,
+    w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, mx_ref, mx_delta, mx_slope, g_trace, use_trace, g_spk, fs_step, reg,
     lamV, lamI, order, gtmp, dW, rec_b, rec_lamV, rec_lamI,
 ):
     n_layers = sizes.shape[0]
@@ -560,11 +586,16 @@ def _backward_sample(
         lamI[j] = 0.0
     e_top = ntape - 1
     for m in range(n_steps, -1, -1):
-        # ---- max readout: V_k sampled at t_m (after that time's arrivals): kick -dL/dmax / tau_m
+        # ---- max readout at the grid sample t_m (after that time's arrivals): kick -dL/dmax / tau_m;
+        #      a maximum at a kink (just before a spike's arrival) is handled with that spike below
+        n_kink = 0
         if m >= 1 and spiking[L] == 0:
             for k in range(no):
-                if tmax[b, k] == m:
-                    lamV[oo + k] -= g_max[b, k] / tau_m[oo + k]
+                if tmax[b, k] == m and g_max[b, k] != 0.0:
+                    if mx_ref[b, k] < 0:
+                        lamV[oo + k] -= g_max[b, k] / tau_m[oo + k]
+                    else:
+                        n_kink += 1
         # ---- input spikes arriving at t_m (after every spike emitted before t_m)
         if m < n_steps and in_ptr[b, m + 1] > in_ptr[b, m]:
             g0 = gtmp[0:S0]
@@ -626,6 +657,10 @@ def _backward_sample(
             extra = 0.0
             if l == L and fs_step[i] == m:
                 extra = g_spk[b, i]
+            if n_kink > 0:  # output maxima at this spike's arrival move with its time
+                for k in range(no):
+                    if tmax[b, k] == m and mx_ref[b, k] == e and g_max[b, k] != 0.0:
+                        extra += g_max[b, k] * mx_slope[b, k] / tau_m[oo + k]
             a_i = np.exp(-delta / tau_m[nid])
             jv = (thr[l] * a_i * lamV[nid] + fb + extra) / tape_d[b, e]
             if l < L:
@@ -635,6 +670,16 @@ def _backward_sample(
             b_i = np.exp(-delta / tau_s[nid])
             _apply_jump(lamV, lamI, nid, jv / a_i,
                         -_kap(delta, tau_m[nid], tau_s[nid]) * tau_m[nid] / tau_s[nid] * jv / (a_i * b_i))
+            if n_kink > 0:  # the kick of a maximum at t_c^-, expressed at t_m
+                for k in range(no):
+                    if tmax[b, k] == m and mx_ref[b, k] == e and g_max[b, k] != 0.0:
+                        tmk = tau_m[oo + k]
+                        tsk = tau_s[oo + k]
+                        ak = np.exp(-delta / tmk)
+                        bk = np.exp(-delta / tsk)
+                        kick = -g_max[b, k] / tmk
+                        lamV[oo + k] += kick / ak
+                        lamI[oo + k] -= _kap(delta, tmk, tsk) * tmk / tsk * kick / (ak * bk)
         e_top = e_lo
         # ---- phantom spikes: a spiking output neuron without a spike but with dL/dt != 0
         if m == n_steps and spiking[L] == 1:
@@ -675,7 +720,7 @@ def _backward_chunk(
     in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
     alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
     tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape,
-    w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, g_trace, use_trace, g_spk, fs_step, reg,
+    w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, mx_ref, mx_delta, mx_slope, g_trace, use_trace, g_spk, fs_step, reg,
     dWc, rec_b, rec_lamV, rec_lamI,
 ):
     lamV = np.empty(NT, dtype=W.dtype)
@@ -692,7 +737,7 @@ def _backward_chunk(
             b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
             alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
             tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape[b],
-            w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, g_trace, use_trace, g_spk, fs_step[b], reg,
+            w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, mx_ref, mx_delta, mx_slope, g_trace, use_trace, g_spk, fs_step[b], reg,
             lamV, lamI, order, gtmp, dW, rec_b, rec_lamV, rec_lamI,
         )
 
@@ -702,7 +747,7 @@ def backward_batch(
     in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
     alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
     tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape,
-    w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, g_trace, use_trace, g_spk, fs_step, reg,
+    w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, mx_ref, mx_delta, mx_slope, g_trace, use_trace, g_spk, fs_step, reg,
     dWc, dW, rec_b, rec_lamV, rec_lamI,
 ):
     B = in_ptr.shape[0]
@@ -714,7 +759,7 @@ def backward_batch(
             in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
             alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
             tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape,
-            w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, g_trace, use_trace, g_spk, fs_step, reg,
+            w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, mx_ref, mx_delta, mx_slope, g_trace, use_trace, g_spk, fs_step, reg,
             dWc, rec_b, rec_lamV, rec_lamI,
         )
     # deterministic reduction: every element summed over chunks in chunk order

@@ -235,7 +235,7 @@ class Forward:
     spec: NetworkSpec
     batch: SpikeBatch
     integral: np.ndarray  # (B, C) weighted time average (1/T) int_0^T w(t) V(t) dt, exact; LI output
-    vmax: np.ndarray  # (B, C) max_n V(t_n); LI output
+    vmax: np.ndarray  # (B, C) max of V over the grid samples and the kinks (just before spike arrivals); LI output
     tmax: np.ndarray  # (B, C) time of the maximum in ms (first occurrence); LI output
     trace: np.ndarray | None  # (B, N+1, C) V(t_0..t_N) when requested; LI output
     first_spike: np.ndarray  # (B, C) first spike time in ms, inf if none; LIF output
@@ -249,6 +249,7 @@ class Forward:
     _tmax_step: np.ndarray = field(repr=False, default=None)
     _fs_step: np.ndarray = field(repr=False, default=None)
     _delta: np.ndarray = field(repr=False, default=None)  # (B, cap) t_step - t_spike of each tape entry
+    _max: tuple = field(repr=False, default=None)  # (tape index of a kink maximum or -1, its delta, tau_m dV/dt)
     _kind: np.ndarray = field(repr=False, default=None)  # (B, cap) 0: found at a step's end; 1: pushed over by arrivals
 
     @property
@@ -346,6 +347,9 @@ def forward(
         integral = np.zeros((B, C), dtype=dtype)
         vmax = np.zeros((B, C), dtype=dtype)
         tmax = np.zeros((B, C), dtype=np.int64)
+        mx_ref = np.zeros((B, C), dtype=np.int64)
+        mx_delta = np.zeros((B, C), dtype=dtype)
+        mx_slope = np.zeros((B, C), dtype=dtype)
         fs_time = np.zeros((B, C), dtype=np.float64)
         fs_step = np.zeros((B, C), dtype=np.int64)
         counts = np.zeros((B, NT), dtype=np.int32)
@@ -354,7 +358,8 @@ def forward(
             lay.alpha, lay.beta, lay.cfw, lay.tau_s, lay.tau_m, N, dtype(spec.dt), dtype(spec.grazing_eps),
             w_a, w_b, np.exp(-rate * spec.dt), rcoef, trace,
             tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape, graze,
-            integral, vmax, tmax, tr, fs_time, fs_step, counts, min(N_CHUNKS, max(B, 1)),
+            integral, vmax, tmax, mx_ref, mx_delta, mx_slope, True, tr, fs_time, fs_step, counts,
+            min(N_CHUNKS, max(B, 1)),
         )
         if B == 0 or ntape.max() <= cap:
             break
@@ -365,9 +370,9 @@ def forward(
     integral *= dtype(1.0 / (N * spec.dt)) if N else 0
     spike_counts = [counts[:, lay.noff[l] : lay.noff[l] + lay.sizes[l]].copy() for l in range(len(lay.sizes))]
     return Forward(
-        spec=spec, batch=batch, integral=integral, vmax=vmax, tmax=tmax.astype(np.float64) * spec.dt,
+        spec=spec, batch=batch, integral=integral, vmax=vmax, tmax=tmax.astype(np.float64) * spec.dt - mx_delta,
         trace=tr if trace else None, first_spike=fs_time, spike_counts=spike_counts, grazing=int(graze.sum()),
-        weight=(w_a, w_b, rate), _lay=lay, _W=W, _tape=(tape_step, tape_id, tape_d, ntape), _delta=tape_delta, _kind=tape_kind, _tmax_step=tmax, _fs_step=fs_step,
+        weight=(w_a, w_b, rate), _lay=lay, _W=W, _tape=(tape_step, tape_id, tape_d, ntape), _delta=tape_delta, _kind=tape_kind, _max=(mx_ref, mx_delta, mx_slope), _tmax_step=tmax, _fs_step=fs_step,
     )
 
 
@@ -428,7 +433,7 @@ def backward(fw: Forward, g: ReadoutGrads, record: int | None = None):
         in_ptr, in_units, W, lay.sizes, lay.noff, lay.ff_off, lay.rec_off, lay.spiking, lay.thr, lay.uni,
         lay.alpha, lay.beta, lay.cbw, lay.tau_s, lay.tau_m, N, dtype(1.0 / (N * fw.spec.dt)),
         st, nid, d, fw._delta, fw._kind, nt,
-        w_a, w_b, np.exp(-rate * fw.spec.dt), rcoef, tcoef, g_int, g_max, fw._tmax_step, g_trace, use_trace, g_spk,
+        w_a, w_b, np.exp(-rate * fw.spec.dt), rcoef, tcoef, g_int, g_max, fw._tmax_step, *fw._max, g_trace, use_trace, g_spk,
         fw._fs_step, reg, dWc, dW, rec_b, rec_V, rec_I,
     )
     grads = unflatten(lay, dW)
