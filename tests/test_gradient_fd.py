@@ -387,6 +387,9 @@ def test_gradient_error_shrinks_with_dt(name, loss_name):
     check_case_preconditions(case, fd)
     errs = _errors(name, loss_name)
     print(f"\n{name:15s} {loss_name:16s} " + "  ".join(f"dt={dt:g}: {e:.2e}" for dt, e in zip(DTS, errs)))
+    if errs[2] < 1e-6:  # exact to the precision of the finite differences (at every dt, or from 0.1 on)
+        assert errs[0] > 0.5 * errs[2]
+        return
     assert errs[2] < errs[1] < errs[0]
     assert errs[2] < 0.2 * errs[0]
 
@@ -461,7 +464,7 @@ def test_phantom_spike_gradient_decomposition(loss_name):
     print(f"\nlif_phantom {loss_name}: no phantom vs exact {errs_no}; engine vs exact + phantom source {errs_ph}")
     assert errs_no[2] < 2e-2 and errs_ph[2] < 2e-2
     assert errs_no[2] < errs_no[1] < errs_no[0] or errs_no[2] < 1e-3
-    assert errs_ph[2] < errs_ph[1] < errs_ph[0]
+    assert errs_ph[2] < errs_ph[1] < errs_ph[0] or max(errs_ph) < 1e-6
 
 
 # --------------------------------------------------------------------------- max loss at a kink
@@ -471,7 +474,7 @@ def _max_kink_setup():
     (dt = 0.01), the FD gradient and the spike-timing term."""
     case = get_case("ffwd")
     loss = make_loss("max")
-    res0 = xs.simulate_batch(case.spec, case.params, case.samples, case.T)
+    res0 = xs.simulate_batch(case.spec, case.params, case.samples, case.T, want_max=True)
     kinks = kink_maxima(res0)
     assert kinks, "ffwd must have an output maximum on a spike arrival"
 

@@ -335,7 +335,7 @@ def loss_from_results(loss, results, labels, T):
     return float(loss(fw, labels).value)
 
 
-def simulate_batch(spec, params, samples, T, losses=(), want_max=None):
+def simulate_batch(spec, params, samples, T, losses=(), want_max=None, first_output_only=None):
     """Exact simulation of every sample; samples: list of (times, units, label).
 
     Only the readouts the losses need are computed (the maximum also when ``want_max``)."""
@@ -344,14 +344,16 @@ def simulate_batch(spec, params, samples, T, losses=(), want_max=None):
     xent = any(loss.readout == "trace" for loss in losses)
     if want_max is None:
         want_max = any(loss.readout == "vmax" for loss in losses)
-    first_only = bool(losses) and all(loss.readout == "first_spike" for loss in losses)
+    first_only = first_output_only
+    if first_only is None:
+        first_only = bool(losses) and all(loss.readout == "first_spike" for loss in losses)
     return [net.simulate(t, u, T, label=lab if xent else None, weight_fns=wf, want_max=want_max,
                          first_output_only=first_only) for (t, u, lab) in samples]
 
 
-def loss_values(spec, params, samples, T, losses, want_max=None):
+def loss_values(spec, params, samples, T, losses, want_max=None, first_output_only=None):
     """name -> batch-mean loss for each loss object, from one exact simulation per sample."""
-    res = simulate_batch(spec, params, samples, T, losses, want_max)
+    res = simulate_batch(spec, params, samples, T, losses, want_max, first_output_only)
     labels = [s[2] for s in samples]
     return {loss.name: loss_from_results(loss, res, labels, T) for loss in losses}, res
 
@@ -381,7 +383,7 @@ def fd_gradients(spec, params, samples, T, losses, h=1e-5, extra_fns=None):
     f(results) -> float) with respect to every weight, from 2 simulations per weight."""
     params = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
     extra_fns = extra_fns or {}
-    base_vals, base_res = loss_values(spec, params, samples, T, losses, want_max=True)
+    base_vals, base_res = loss_values(spec, params, samples, T, losses, want_max=True, first_output_only=False)
     sig0 = _signature(base_res)
     tmax0 = np.array([r.tmax for r in base_res])
     grads = {loss.name: {k: np.zeros_like(v) for k, v in params.items()} for loss in losses}
@@ -395,7 +397,7 @@ def fd_gradients(spec, params, samples, T, losses, h=1e-5, extra_fns=None):
             for sgn in (1.0, -1.0):
                 p2 = {kk: vv.copy() for kk, vv in params.items()}
                 p2[k][idx] += sgn * h
-                v, res = loss_values(spec, p2, samples, T, losses, want_max=True)
+                v, res = loss_values(spec, p2, samples, T, losses, want_max=True, first_output_only=False)
                 if _signature(res) != sig0:
                     ok = False
                 if spec.output.kind == "li" and np.max(np.abs(np.array([r.tmax for r in res]) - tmax0)) > 1e-3:
