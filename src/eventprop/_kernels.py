@@ -11,7 +11,7 @@ the number of threads.
 import numpy as np
 from numba import njit, prange
 
-NEWTON_STEPS = 4  # refinements of a crossing time inside its step (see _crossing)
+NEWTON_STEPS = 6  # at most this many refinements of a crossing time inside its step (see _crossing)
 LAMBDA_MAX = 1e15  # bound on |lambda_V|, |lambda_I| after a jump (see _backward_sample)
 
 
@@ -58,27 +58,52 @@ def _kap(delta, tm, ts):
 
 
 @njit(cache=True, inline="always")
+def _kap_e(delta, tm, ts, em, es):
+    """_kap(delta) from em = e^{-delta/tm} and es = e^{-delta/ts} (no further exp) when that is
+    accurate, i.e. unless (1/ts - 1/tm) delta is tiny."""
+    x = (1.0 / ts - 1.0 / tm) * delta
+    if abs(x) > 1e-3:
+        return ts / (tm - ts) * (em - es)
+    return _kap(delta, tm, ts)
+
+
+@njit(cache=True, inline="always")
 def _kap_area(delta, tm, ts):
     """int_0^delta _kap(u) du = tau_s (1 - e^{-delta/tau_s}) - tau_m _kap(delta)."""
     return -float(ts) * np.expm1(-float(delta) / float(ts)) - float(tm) * _kap(delta, tm, ts)
 
 
 @njit(cache=True, inline="always")
-def _count_near(V, I, th, qm, qs):
-    """How many neurons of a block may have reached th during the step: V >= th now, or V close
-    enough below th that the trajectory could have peaked above it inside the step."""
+def _count_above(v, th):
+    c = 0
+    for j in range(v.shape[0]):
+        c += v[j] >= th
+    return c
+
+
+@njit(cache=True, inline="always")
+def _count_near(V, I, th, qm):
+    """How many neurons of a block may have reached th during the step: V >= th now, or V falling at
+    the end of the step (I < V) and close enough below th to have peaked above it inside the step
+    (qm = 2 dt/tau_m: twice the excursion tau_m dV/dt can give over one step)."""
     c = 0
     for j in range(V.shape[0]):
         v = V[j]
-        i = I[j]
-        margin = 2.0 * qm[j] * (abs(v - i) + qs[j] * abs(i) + qm[j] * abs(v))
-        c += v + margin >= th
+        c += v + qm[j] * max(v - I[j], 0.0) >= th
     return c
 
 
 @njit(cache=True)
 def _peak(v0, i0, tm, ts, ub):
-    """The time in (0, ub) where dV/du = 0, for a trajectory rising at 0 and falling at ub (bisection)."""
+    """The time in (0, ub) where dV/du = 0, for a trajectory rising at 0 and falling at ub: closed form
+    V(u) = (v0 + c i0) e^{-u/tm} - c i0 e^{-u/ts}, c = ts / (tm - ts); bisection when tm ~ ts."""
+    if abs(tm - ts) > 1e-6 * tm:
+        c = ts / (tm - ts)
+        x = (v0 + c * i0) * ts / (c * i0 * tm)
+        if x > 0.0:
+            u = np.log(x) / (1.0 / ts - 1.0 / tm)
+            if 0.0 <= u <= ub:
+                return u
     lo = 0.0
     hi = ub
     for _ in range(60):
@@ -95,8 +120,15 @@ def _crossing(v0, i0, v1, th, tm, ts, dt):
     """Time u in [0, dt] after t_n at which V(t_n + u) = v0 e^{-u/tm} + i0 kappa(u) reaches th, given
     V(t_n) = v0 < th <= V(t_n + dt) = v1: linear interpolation, then Newton steps on the exact
     trajectory (tau_m dV/du = I - V), which converge to rounding error in a few iterations.
-    (dt may also be the time of an interior maximum, for a crossing that the grid does not see.)"""
-    frac = (th - v0) / (v1 - v0)
+    (dt may also be the time of an interior maximum, for a crossing that the grid does not see.)
+    Computed in float64 whatever the engine's dtype."""
+    v0 = float(v0)
+    i0 = float(i0)
+    th = float(th)
+    tm = float(tm)
+    ts = float(ts)
+    dt = float(dt)
+    frac = (th - v0) / (float(v1) - v0)
     if not frac >= 0.0:  # also catches NaN from 0/0
         return 0.0
     if frac > 1.0:
@@ -104,9 +136,9 @@ def _crossing(v0, i0, v1, th, tm, ts, dt):
     u = frac * dt
     for _ in range(NEWTON_STEPS):
         em = np.exp(-u / tm)
-        cur = i0 * np.exp(-u / ts)
-        v = v0 * em + i0 * _kap(u, tm, ts)
-        slope = (cur - v) / tm
+        es = np.exp(-u / ts)
+        v = v0 * em + i0 * _kap_e(u, tm, ts, em, es)
+        slope = (i0 * es - v) / tm
         if not slope > 0.0:
             break
         u_new = u - (v - th) / slope
@@ -114,24 +146,27 @@ def _crossing(v0, i0, v1, th, tm, ts, dt):
             u_new = 0.0
         elif u_new > dt:
             u_new = dt
-        if u_new == u:
+        if abs(u_new - u) <= 1e-10 * dt:
+            u = u_new
             break
         u = u_new
     return u
 
 
 @njit(cache=True)
-def _first_crossing(v, i, th, tm, ts, span):
-    """First u in [0, span] at which the free trajectory from (V, I) = (v, i) reaches th; -1 if none."""
+def _first_crossing(v, i, v1, i1, th, tm, ts, span):
+    """First u in [0, span] at which the free trajectory from (V, I) = (v, i) reaches th; -1 if none.
+    (v1, i1): the state at span."""
     if v >= th:
         return 0.0
-    v1 = v * np.exp(-span / tm) + i * _kap(span, tm, ts)
     if v1 >= th:
         return _crossing(v, i, v1, th, tm, ts, span)
-    if not i > v or not i * np.exp(-span / ts) < v1:
+    if not i > v or not i1 < v1:
         return -1.0  # not rising at the start or not falling at the end: no maximum inside
     us = _peak(v, i, tm, ts, span)
-    vs = v * np.exp(-us / tm) + i * _kap(us, tm, ts)
+    em = np.exp(-us / tm)
+    es = np.exp(-us / ts)
+    vs = v * em + i * _kap_e(us, tm, ts, em, es)
     if vs < th:
         return -1.0
     return _crossing(v, i, vs, th, tm, ts, us)
@@ -146,7 +181,7 @@ def _deliver(I, V, W, base, po, S, uniform, tau_m, tau_s, delta):
         return
     if uniform:
         bI = np.exp(-delta / tau_s[po])
-        bV = _kap(delta, tau_m[po], tau_s[po])
+        bV = _kap_e(delta, tau_m[po], tau_s[po], np.exp(-delta / tau_m[po]), bI)
         for j in range(S):
             w = W[base + j]
             I[po + j] += w * bI
@@ -184,13 +219,14 @@ def _arrivals(
     tape_step, tape_id, tape_d, tape_delta, tape_kind, cap, ntape, graze, counts, fs_step, fs_time, dt,
     want_max, vmax, tmax, mx_ref, mx_delta, mx_slope,
 ):
-    """Everything that reaches the neurons at grid time t_n: the spikes detected at t_n (emitted
-    at t_n - delta), each with its exact sub-step effect, then input spikes of bin n.
+    """The spikes detected at grid time t_n (emitted at t_n - delta) reach their targets, each with
+    its exact sub-step effect.
 
     For a leaky-integrator output, the readout integral over [t_n - delta, t_n] that the step's
     free evolution did not see is added (weight taken at t_n). A neuron that these arrivals push
     over threshold crossed it inside the step: it spikes at the crossing time of its trajectory
     (found backward from t_n), is recorded with step n, and its spike is delivered in turn.
+    (The input spikes of bin n arrive after these, in the caller.)
     With ``want_max``, the output voltage just before each arrival of a hidden spike (a kink of
     the trajectory, where a maximum sits when an inhibitory spike turns V down) is a candidate
     for the maximum readout. Returns (spikes detected at t_n, tape length, grazing count)."""
@@ -218,19 +254,25 @@ def _arrivals(
                 base = ff_off[l + 1] + i * S
                 if want_max and l + 1 == L and spiking[L] == 0:
                     for k in range(no):
-                        tmk = tau_m[oo + k]
-                        tsk = tau_s[oo + k]
-                        vc = np.exp(delta / tmk) * V[oo + k] + I[oo + k] * _kap(-delta, tmk, tsk)  # V(t_c^-)
+                        if k == 0 or uni[L] == 0:
+                            tmk = tau_m[oo + k]
+                            tsk = tau_s[oo + k]
+                            ea = np.exp(delta / tmk)
+                            eb = np.exp(delta / tsk)
+                            kb = _kap(-delta, tmk, tsk)
+                        vc = ea * V[oo + k] + I[oo + k] * kb  # V(t_c^-)
                         if vc > vmax[k]:
                             vmax[k] = vc
                             tmax[k] = n
                             mx_ref[k] = tidx[e]
                             mx_delta[k] = delta
-                            mx_slope[k] = I[oo + k] * np.exp(delta / tsk) - vc  # tau_m dV/dt(t_c^-)
+                            mx_slope[k] = I[oo + k] * eb - vc  # tau_m dV/dt(t_c^-)
                 _deliver(I, V, W, base, noff[l + 1], S, uni[l + 1], tau_m, tau_s, delta)
                 if l + 1 == L and spiking[L] == 0 and delta > 0.0:
                     for k in range(no):
-                        integral[k] += W[base + k] * w_end * _kap_area(delta, tau_m[oo + k], tau_s[oo + k])
+                        if k == 0 or uni[L] == 0:
+                            area = _kap_area(delta, tau_m[oo + k], tau_s[oo + k])
+                        integral[k] += W[base + k] * w_end * area
             if rec_off[l] >= 0:
                 S = sizes[l]
                 base = rec_off[l] + i * S
@@ -241,8 +283,14 @@ def _arrivals(
             if spiking[l] == 0:
                 continue
             th = thr[l]
-            for j in range(noff[l], noff[l] + sizes[l]):
-                if V[j] >= th and mark[j] != n and n_list < ids.shape[0]:
+            j_end = noff[l] + sizes[l]
+            for blk in range(noff[l], j_end, 32):
+                blk_end = min(blk + 32, j_end)
+                if _count_above(V[blk:blk_end], th) == 0:
+                    continue
+                for j in range(blk, blk_end):
+                    if not (V[j] >= th and mark[j] != n and n_list < ids.shape[0]):
+                        continue
                     sj = _sliver_crossing(V[j], I[j], th, tau_m[j], tau_s[j], smax)
                     ic = I[j] * np.exp(sj / tau_s[j])
                     d = ic - th
@@ -266,11 +314,6 @@ def _arrivals(
                     if l == L and fs_step[j - oo] < 0:
                         fs_step[j - oo] = n
                         fs_time[j - oo] = n * dt - sj
-    if n < n_steps:
-        I0 = I[0:S0]
-        for q in range(in_ptr[b, n], in_ptr[b, n + 1]):
-            base = ff_off[0] + in_units[q] * S0
-            _add_row(I0, W[base : base + S0])
     return n_list, ntape, graze
 
 
@@ -278,7 +321,7 @@ def _arrivals(
 def _forward_sample(
     b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
     alpha, beta, cfw, tau_s, tau_m, n_steps, dt, grazing_eps, w_a, w_b, edecay, rcoef, want_trace,
-    V, I, qm, qs, mark, prev_ids, cur_ids, prev_delta, cur_delta, prev_tidx, cur_tidx,
+    V, I, qm, mark, prev_ids, cur_ids, prev_delta, cur_delta, prev_tidx, cur_tidx,
     c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive,
     tape_step, tape_id, tape_d, tape_delta, tape_kind, cap,
     integral, vmax, tmax, mx_ref, mx_delta, mx_slope, want_max, trace, fs_time, fs_step, counts,
@@ -311,16 +354,23 @@ def _forward_sample(
     ntape = 0
     graze = 0
     n_prev = 0
+    S0 = sizes[0]
     if want_trace and spiking[L] == 0:
         for k in range(no):
             trace[b, 0, k] = 0.0
     for n in range(n_steps + 1):
-        # ---- arrivals at t_n: input spikes of bin n, then spikes detected at t_n
-        n_prev, ntape, graze = _arrivals(
-            b, n, n_steps, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni, tau_m, tau_s,
-            grazing_eps, w_a, w_b, edecay, V, I, prev_ids, prev_delta, prev_tidx, n_prev, mark, integral,
-            tape_step, tape_id, tape_d, tape_delta, tape_kind, cap, ntape, graze, counts, fs_step, fs_time, dt,
-            want_max, vmax, tmax, mx_ref, mx_delta, mx_slope)
+        # ---- arrivals at t_n: spikes detected at t_n (sub-step timing), then input spikes of bin n
+        if n_prev > 0:
+            n_prev, ntape, graze = _arrivals(
+                b, n, n_steps, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni, tau_m, tau_s,
+                grazing_eps, w_a, w_b, edecay, V, I, prev_ids, prev_delta, prev_tidx, n_prev, mark, integral,
+                tape_step, tape_id, tape_d, tape_delta, tape_kind, cap, ntape, graze, counts, fs_step, fs_time, dt,
+                want_max, vmax, tmax, mx_ref, mx_delta, mx_slope)
+        if n < n_steps:
+            I0 = I[0:S0]
+            for q in range(in_ptr[b, n], in_ptr[b, n + 1]):
+                base = ff_off[0] + in_units[q] * S0
+                _add_row(I0, W[base : base + S0])
         # ---- sampled readouts of a leaky-integrator output at t_n (after the arrivals: the
         #      voltage is continuous, the arrivals' sub-step effect is part of V(t_n))
         if n >= 1 and spiking[L] == 0:
@@ -360,18 +410,17 @@ def _forward_sample(
             j_end = noff[l] + sizes[l]
             for blk in range(noff[l], j_end, 32):
                 blk_end = min(blk + 32, j_end)
-                if _count_near(V[blk:blk_end], I[blk:blk_end], th, qm[blk:blk_end], qs[blk:blk_end]) == 0:
+                if _count_near(V[blk:blk_end], I[blk:blk_end], th, qm[blk:blk_end]) == 0:
                     continue  # vectorised test: most blocks are far from threshold
                 for j in range(blk, blk_end):
                     if V[j] < th:
                         # below threshold at both ends: a crossing needs an interior maximum
-                        margin = 2.0 * qm[j] * (abs(V[j] - I[j]) + qs[j] * abs(I[j]) + qm[j] * abs(V[j]))
-                        if V[j] + margin < th or not I[j] < V[j]:
+                        if not I[j] < V[j] or V[j] + qm[j] * (V[j] - I[j]) < th:
                             continue
                     # values at t_n, recovered from the step's exact update
                     i_old = I[j] / beta[j]
                     v_old = (V[j] - cfw[j] * i_old) / alpha[j]
-                    u = _first_crossing(v_old, i_old, th, tau_m[j], tau_s[j], dt)
+                    u = _first_crossing(v_old, i_old, V[j], I[j], th, tau_m[j], tau_s[j], dt)
                     if u < 0.0:
                         continue
                     c_j[K] = j
@@ -400,6 +449,7 @@ def _forward_sample(
             frac = u / dt
             delta = dt - u  # t_{n+1} - t_c
             ic = c_i[best] * np.exp(-(u - c_ul[best]) / tau_s[j])  # I(t_c)
+            kap_d = _kap_e(delta, tau_m[j], tau_s[j], np.exp(-delta / tau_m[j]), np.exp(-delta / tau_s[j]))
             d = ic - th
             if not d >= grazing_eps:
                 d = grazing_eps
@@ -418,7 +468,7 @@ def _forward_sample(
             n_cur += 1
             # reset to 0 at t_c, then free evolution with the current until t_{n+1}; the delivery
             # at t_{n+1} of same-step spikes that reached j before t_c must not add their voltage
-            V[j] = ic * _kap(delta, tau_m[j], tau_s[j]) - c_corr[best]
+            V[j] = ic * kap_d - c_corr[best]
             counts[j] += 1
             if l == L and fs_step[j - oo] < 0:
                 fs_step[j - oo] = n + 1
@@ -440,11 +490,17 @@ def _forward_sample(
                 s2 = u - c_ul[c]
                 tmc = tau_m[jc]
                 tsc = tau_s[jc]
-                c_v[c] = c_v[c] * np.exp(-s2 / tmc) + c_i[c] * _kap(s2, tmc, tsc)
-                c_i[c] = c_i[c] * np.exp(-s2 / tsc) + w
+                em = np.exp(-s2 / tmc)
+                es = np.exp(-s2 / tsc)
+                c_v[c] = c_v[c] * em + c_i[c] * _kap_e(s2, tmc, tsc, em, es)
+                c_i[c] = c_i[c] * es + w
                 c_ul[c] = u
                 c_corr[c] += w * _kap(delta, tmc, tsc)
-                uu = _first_crossing(c_v[c], c_i[c], thr[lc], tmc, tsc, dt - u)
+                span = dt - u
+                em = np.exp(-span / tmc)
+                es = np.exp(-span / tsc)
+                v1 = c_v[c] * em + c_i[c] * _kap_e(span, tmc, tsc, em, es)
+                uu = _first_crossing(c_v[c], c_i[c], v1, c_i[c] * es, thr[lc], tmc, tsc, span)
                 if uu < 0.0:
                     c_alive[c] = 0
                 else:
@@ -501,18 +557,16 @@ def _forward_chunk(
     c_ul = np.empty(NT, dtype=np.float64)
     c_corr = np.empty(NT, dtype=np.float64)
     c_alive = np.empty(NT, dtype=np.int8)
-    qm = np.empty(NT, dtype=W.dtype)  # dt / tau_m and dt / tau_s, for the near-threshold test
-    qs = np.empty(NT, dtype=W.dtype)
+    qm = np.empty(NT, dtype=W.dtype)  # 2 dt / tau_m, for the near-threshold test
     for j in range(NT):
-        qm[j] = dt / tau_m[j]
-        qs[j] = dt / tau_s[j]
+        qm[j] = 2.0 * dt / tau_m[j]
     b0 = (c * B) // n_chunks
     b1 = ((c + 1) * B) // n_chunks
     for b in range(b0, b1):
         nt, gz = _forward_sample(
             b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
             alpha, beta, cfw, tau_s, tau_m, n_steps, dt, grazing_eps, w_a, w_b, edecay, rcoef, want_trace,
-            V, I, qm, qs, mark, prev_ids, cur_ids, prev_delta, cur_delta, prev_tidx, cur_tidx,
+            V, I, qm, mark, prev_ids, cur_ids, prev_delta, cur_delta, prev_tidx, cur_tidx,
             c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive, tape_step, tape_id, tape_d, tape_delta, tape_kind, cap,
             integral[b], vmax[b], tmax[b], mx_ref[b], mx_delta[b], mx_slope[b], want_max, trace, fs_time[b],
             fs_step[b], counts[b],
@@ -538,7 +592,7 @@ def _spike_targets(W, base, po, S, uniform, tau_m, tau_s, delta, lamV, lamI, dW)
         ts = tau_s[po]
         a = np.exp(-delta / tm)
         bb = np.exp(-delta / ts)
-        cb = _kap(delta, tm, ts) * tm / ts
+        cb = _kap_e(delta, tm, ts, a, bb) * tm / ts
         sv = _dot(W[base : base + S], lamV[po : po + S])
         si = _dot(W[base : base + S], lamI[po : po + S])
         g1 = ts * bb
@@ -551,7 +605,7 @@ def _spike_targets(W, base, po, S, uniform, tau_m, tau_s, delta, lamV, lamI, dW)
         ts = tau_s[po + j]
         a = np.exp(-delta / tm)
         bb = np.exp(-delta / ts)
-        cb = _kap(delta, tm, ts) * tm / ts
+        cb = _kap_e(delta, tm, ts, a, bb) * tm / ts
         lv = a * lamV[po + j]
         li = bb * lamI[po + j] + cb * lamV[po + j]
         fb += W[base + j] * (lv - li)
@@ -636,16 +690,19 @@ def _backward_sample(
                     # into the leaky-integrator output: its adjoint at t_c^+ also carries the
                     # readout sources over [t_c, t_m] (weight and loss density taken at t_m)
                     for k in range(no):
-                        tm = tau_m[oo + k]
-                        ts = tau_s[oo + k]
-                        a = np.exp(-delta / tm)
-                        bb = np.exp(-delta / ts)
-                        kap = _kap(delta, tm, ts)
+                        if k == 0 or uni[L] == 0:  # propagation factors over delta (per layer if uniform)
+                            tm = tau_m[oo + k]
+                            ts = tau_s[oo + k]
+                            a = np.exp(-delta / tm)
+                            bb = np.exp(-delta / ts)
+                            kp = _kap_e(delta, tm, ts, a, bb)
+                            cb = kp * tm / ts
+                            area = (-ts * np.expm1(-delta / ts) - tm * kp) / ts
                         src = g_int[b, k] * inv_T * w_end
                         if use_trace:
                             src += g_trace[b, m, k]
                         lv = a * lamV[oo + k] - src * (1.0 - a)
-                        li = bb * lamI[oo + k] + kap * tm / ts * lamV[oo + k] - src * _kap_area(delta, tm, ts) / ts
+                        li = bb * lamI[oo + k] + cb * lamV[oo + k] - src * area
                         fb += W[base + k] * (lv - li)
                         dW[base + k] -= ts * li
                 else:
@@ -662,14 +719,14 @@ def _backward_sample(
                     if tmax[b, k] == m and mx_ref[b, k] == e and g_max[b, k] != 0.0:
                         extra += g_max[b, k] * mx_slope[b, k] / tau_m[oo + k]
             a_i = np.exp(-delta / tau_m[nid])
+            b_i = np.exp(-delta / tau_s[nid])
             jv = (thr[l] * a_i * lamV[nid] + fb + extra) / tape_d[b, e]
             if l < L:
                 jv -= reg[b, nid] / (thr[l] * tau_m[nid])
             # the jump happens at t_c; expressed at t_m it is the state that free backward
             # evolution over delta takes to (jv, 0)
-            b_i = np.exp(-delta / tau_s[nid])
             _apply_jump(lamV, lamI, nid, jv / a_i,
-                        -_kap(delta, tau_m[nid], tau_s[nid]) * tau_m[nid] / tau_s[nid] * jv / (a_i * b_i))
+                        -_kap_e(delta, tau_m[nid], tau_s[nid], a_i, b_i) * tau_m[nid] / tau_s[nid] * jv / (a_i * b_i))
             if n_kink > 0:  # the kick of a maximum at t_c^-, expressed at t_m
                 for k in range(no):
                     if tmax[b, k] == m and mx_ref[b, k] == e and g_max[b, k] != 0.0:

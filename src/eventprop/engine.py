@@ -312,6 +312,7 @@ def forward(
     weight: np.ndarray | None = None,
     trace: bool = False,
     dtype=None,
+    max_kinks: bool = True,
 ) -> Forward:
     """Simulate a batch and record what the backward pass needs.
 
@@ -319,6 +320,9 @@ def forward(
             shape (N+1,) or (B, N+1) (linear in between); default 1.
     trace:  also return the output voltage trace V(t_0..t_N) (needed by per-time losses).
     dtype:  float32 (default: the dtype of the parameters) or float64.
+    max_kinks: the max readout also considers the output voltage just before every hidden-spike
+            arrival (where a maximum sits when an inhibitory spike turns V down), besides the grid
+            samples; needed for an exact max-loss gradient, costs a little time; off: grid only.
     """
     check_params(spec, params)
     _check_batch(spec, batch)
@@ -358,7 +362,7 @@ def forward(
             lay.alpha, lay.beta, lay.cfw, lay.tau_s, lay.tau_m, N, dtype(spec.dt), dtype(spec.grazing_eps),
             w_a, w_b, np.exp(-rate * spec.dt), rcoef, trace,
             tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape, graze,
-            integral, vmax, tmax, mx_ref, mx_delta, mx_slope, True, tr, fs_time, fs_step, counts,
+            integral, vmax, tmax, mx_ref, mx_delta, mx_slope, bool(max_kinks), tr, fs_time, fs_step, counts,
             min(N_CHUNKS, max(B, 1)),
         )
         if B == 0 or ntape.max() <= cap:

@@ -329,7 +329,7 @@ def value_and_grad(spec, params, batch, loss: Loss, regulariser: SpikeCountRegul
     if loss.output_kind != spec.output.kind:
         raise _CE(f"loss {loss.name} needs a {loss.output_kind!r} output layer, the model has {spec.output.kind!r}")
     w = loss.weight(batch.n_steps, spec.dt, batch)
-    fw = forward(spec, params, batch, weight=w, trace=(loss.readout == "trace"))
+    fw = forward(spec, params, batch, weight=w, trace=(loss.readout == "trace"), max_kinks=(loss.readout == "vmax"))
     res = loss(fw, batch.labels if labels is None else labels)
     g = res.grads
     total = res.value

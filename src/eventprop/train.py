@@ -129,7 +129,7 @@ def evaluate(spec: NetworkSpec, params, ds: EventDataset, loss, n_steps: int, ba
         idx = np.arange(s, min(s + batch_size, len(ds)))
         batch = make_batch(ds, idx, spec.dt, n_steps, delay_copies=delay_copies, delay_ms=delay_ms)
         w = loss.weight(n_steps, spec.dt, batch)
-        fw = forward(spec, params, batch, weight=w, trace=(loss.readout == "trace"))
+        fw = forward(spec, params, batch, weight=w, trace=(loss.readout == "trace"), max_kinks=(loss.readout == "vmax"))
         res = loss(fw, batch.labels)
         preds.append(res.pred)
         losses.append(res.per_sample)
