@@ -30,7 +30,7 @@ def assert_user_error(r, *words):
 def test_version_and_help():
     r = cli("--version")
     assert r.returncode == 0 and "eventprop" in r.stdout
-    for sub in ("train", "eval", "xval", "plot", "bench", "config"):
+    for sub in ("train", "eval", "xval", "gradcheck", "plot", "bench", "config"):
         h = cli(sub, "--help")
         assert h.returncode == 0 and "Usage" in h.stdout
 
@@ -115,3 +115,28 @@ def test_xval_on_own_spike_file_with_speakers(tmp_path):
     rows = (tmp_path / "xv" / "xval.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 2 * 3  # header + 2 seeds x 3 speakers
     assert "± " in (tmp_path / "xv" / "xval.md").read_text()
+
+
+SPOKEN = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "spoken-dev")
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def test_gradcheck_gives_a_verdict_in_the_users_regime():
+    r = cli("gradcheck", os.path.join(ROOT, "configs", "shd_sum_exp_recurrent.yaml"), "--set", f"data.path={SPOKEN}",
+            "--set", "data.trial_ms=700", "--channels", "30", "--hidden", "12", "--samples", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "verdict: OK" in r.stdout
+    for name in ("ff0", "rec0", "ff1"):
+        assert any(line.startswith(name) for line in r.stdout.splitlines()), r.stdout
+
+
+def test_gradcheck_bad_input_is_one_line():
+    assert_user_error(cli("gradcheck", "--channels", "0"), "--channels")
+
+
+def test_train_warns_outside_the_checked_regime(tmp_path):
+    r = cli("train", *SMALL, "--set", "model.dt_ms=2", "--out", str(tmp_path / "run"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "warning: model.dt_ms = 2 ms" in r.stderr and "eventprop gradcheck" in r.stderr
+    r = cli("train", *SMALL, "--out", str(tmp_path / "run2"), "--quiet")
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr

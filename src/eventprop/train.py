@@ -168,6 +168,10 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
     if not resume and ckpt_path.exists():
         raise UserError(f"output folder {str(out)!r} already holds a run; use --resume or another --out")
     data = data or load_data(cfg)  # before creating anything: a data error leaves no run folder behind
+    from .gradcheck import regime_warnings
+
+    for w in regime_warnings(cfg):
+        print(f"warning: {w}; check the gradient in this regime with `eventprop gradcheck CONFIG`", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     if resume and (out / "config.yaml").is_file():
         from .config import load_file, validate
