@@ -8,51 +8,67 @@ Contract (backend-neutral; a GPU backend implements the same two calls on the sa
 The engine knows *readouts*, not losses (the paper's extended EventProp, Appendix A): a loss maps
 readouts to (value, dL/dreadout, prediction) and the backward pass is driven by dL/dreadout.
 
-Discrete algorithm (dt grid, t_n = n dt, n = 0..N, trial length T = N dt)
-------------------------------------------------------------------------
-Forward, step n (from t_n to t_{n+1}):
+Algorithm (dt grid t_n = n dt, n = 0..N, trial length T = N dt; spikes at sub-step times)
+-----------------------------------------------------------------------------------------
+The state is advanced exactly between grid points; spikes keep their exact (sub-step) times.
+kappa(u) = tau_s/(tau_m - tau_s)(e^{-u/tau_m} - e^{-u/tau_s}) is V after a unit current jump.
 
-1. Arrivals at t_n: input spikes binned to step n, and spikes detected at t_n (end of the
-   previous step) add their weight rows to the postsynaptic currents I (I jumps by w).
-2. Exact integration of tau_m dV/dt = -V + I, tau_s dI/dt = -I over dt:
-   V <- alpha V + c I,  I <- beta I, with alpha = exp(-dt/tau_m), beta = exp(-dt/tau_s),
-   c = tau_s/(tau_m - tau_s) (alpha - beta)  (c = dt/tau_m alpha when tau_m == tau_s).
-3. Spiking neurons with V >= theta at t_{n+1} spike: V is reset to 0, the spike is recorded on
-   the tape as (step n+1, neuron, d) and reaches its targets at t_{n+1}, the start of step n+1.
-   (The authors' code stamps the same spike t_n and calls it a one-step transmission delay; the
-   dynamics are identical.) d estimates tau_m dV/dt just before the spike: the crossing time
-   is interpolated linearly inside the step, t_c = t_n + frac dt, and d = I(t_c) - theta.
-   Grazing crossings (d < grazing_eps) use d = grazing_eps and are counted in ``fw.grazing``.
-4. Readouts of a leaky-integrator output at t_{n+1}: weighted integral
-   R_k = (dt/T) sum_{n=1..N} w(t_n) V_k(t_n), maximum over V_k(t_1..t_N) with its step, and
-   optionally the whole trace. For spiking outputs: the first spike time of each neuron (the
-   interpolated crossing time t_c; inf when it never spikes).
+Forward, at grid time t_n, then over step n (from t_n to t_{n+1}):
 
-Backward, from t_N down to t_0, adjoints lambda_V, lambda_I start at 0. At each grid time t_m:
+1. Arrivals at t_n. Spikes detected at t_n were emitted at t_c = t_n - delta. Each reaches its
+   targets with the effect it would have had from t_c on: I += w e^{-delta/tau_s},
+   V += w kappa(delta); for a leaky-integrator output the integral readout also gains
+   w w(t_n) int_0^delta kappa (the part of [t_c, t_n] the step's free evolution did not see).
+   A neuron that these arrivals push over threshold crossed it inside the step: it spikes at the
+   crossing time of its trajectory (found backward from t_n), is recorded with step n, and is
+   delivered in turn. Then the input spikes of bin n arrive (I += w).
+2. Readout samples at t_n (after the arrivals: V is continuous): the trace V(t_n), and the
+   running maximum (with ``max_kinks``, also V just before each hidden-spike arrival, where a
+   maximum sits when an inhibitory spike turns V down: value, time and tau_m dV/dt there).
+3. Integral readout over step n, exactly: with the in-step weight e^{-r u}(a_n + b_n u/dt)
+   (``ReadoutWeight``), int w V dt over the step = a_n (P0 V + Q0 I) + b_n (P1 V + Q1 I) from
+   the state at t_n^+ (``readout_coefs``: Gauss-Legendre to rounding error).
+4. Exact integration over dt: V <- alpha V + c I, I <- beta I.
+5. Threshold crossings during the step: every spiking neuron whose free trajectory reaches theta
+   in the step (at the end, or at an interior maximum) is a candidate; its crossing time is
+   found by Newton's method on the exact trajectory. Candidates are then taken in time order:
+   a spike's current jump at t_c moves (or cancels) the later crossings of its targets in the
+   same step. Each spike: reset to 0 at t_c, free evolution of V to t_{n+1}, tape entry
+   (step n+1, neuron, d, delta) with d = I(t_c) - theta = tau_m dV/dt(t_c^-) (floored at
+   grazing_eps and counted in ``fw.grazing``). For spiking outputs the first spike time t_c
+   is the readout.
 
-1. For every spike on the tape detected at t_m, using the adjoint values at t_m^+:
-   dL/dw_ij -= tau_s,j lambda_I,j for each target j (equation v), the feedback
-   fb = sum_j w_ij (lambda_V,j - lambda_I,j), and the jump
-   lambda_V,i <- lambda_V,i + (theta lambda_V,i + fb + dL/dt_i) / d  (Table 1), where dL/dt_i is
-   nonzero only for the first spike of a spiking output neuron; for hidden neurons the
-   regulariser then subtracts dL_reg/dn_i / (theta tau_m). All jumps of t_m are applied together,
-   and |lambda_V| is bounded by 1e15 after a jump (near-grazing jump factors can compound).
-   Max readout pinned at a spike arrival: if output k's maximum is at t_m, V_k was rising just
-   before the arrivals of t_m (I_k - V_k > 0) and falls after them, the maximum moves with those
-   spikes' times, dV_max/dt_i = dV_k/dt(t_m^-); dL/dmax_k times this is added to dL/dt_i of the
-   arriving inhibitory spikes (shared in proportion to their weights). The paper's scheme
-   (eq. 34-37) omits this term; without it the max-loss gradient is not exact in this common case.
-2. Phantom spikes (t_N only): a spiking output neuron that never spiked but has dL/dt != 0
-   gets lambda_V += (dL/dt) / theta, as if it had spiked at T with d = theta (Methods 4.1).
-3. Input spikes arriving at t_m: dL/dw_ij -= tau_s,j lambda_I,j.
-4. Loss sources of a leaky-integrator output at t_m: lambda_V,k -= (dL/dV_k(t_m)) / tau_m,k,
-   where dL/dV_k(t_m) = dL/dR_k w(t_m) dt/T + dL/dmax_k [t_m = t_max,k] + dL/dtrace_k(t_m).
-   (A readout that samples V on the grid is a sum of delta functions in time, so its adjoint
-   source is a kick at each sample.)
-5. Exact backward integration to t_{m-1}:
-   lambda_I <- beta lambda_I + tau_m/(tau_m - tau_s)(alpha - beta) lambda_V,  lambda_V <- alpha lambda_V.
+Backward, from t_N down to t_0; adjoints lambda_V, lambda_I start at 0; dL/dV = -tau_m lambda_V and
+dL/dI = -tau_s lambda_I. At each grid time t_m, with lambda at t_m^+:
 
-The tape holds (step, neuron, d) per spike: memory grows with spikes, not with trial length.
+1. Max readout at the grid sample t_m: lambda_V,k -= dL/dmax_k / tau_m.
+2. Input spikes arriving at t_m: dL/dw_ij -= tau_s,j lambda_I,j.
+3. Spikes detected at t_m, latest emission first. For each, the targets' adjoints at t_c^+ are
+   those at t_m propagated back over delta (for an LI output including the readout sources over
+   [t_c, t_m]); dL/dw_ij -= tau_s,j lambda_I,j(t_c^+) (Table 1 (v)); the jump
+   J = (theta lambda_V,i(t_c^+) + sum_j w_ij (lambda_V,j - lambda_I,j)(t_c^+) + dL/dt_i) / d minus,
+   for hidden neurons, dL_reg/dn_i / (theta tau_m); dL/dt_i holds the first-spike loss term and,
+   for a maximum sitting just before this spike's arrival, dL/dmax_k dV_k/dt(t_c^-). The jump
+   happens at t_c; at t_m it is applied as the state that free backward evolution over delta
+   takes to (J, 0): lambda_V,i += J e^{delta/tau_m}, lambda_I,i -= J c_b(delta)/(e^{-delta/tau_m}
+   e^{-delta/tau_s}) (and a maximum's kick at t_c^- likewise). Applying each jump at once lets
+   the earlier spikes of the same step see it, as the forward pass let them move its crossing.
+   |lambda| is bounded by 1e15 (near-grazing jump factors can compound).
+4. Phantom spikes (t_N only): a spiking output neuron that never spiked but has dL/dt != 0 gets
+   lambda_V += (dL/dt) / theta, as if it had spiked at T with d = theta (Methods 4.1).
+5. Exact backward integration to t_{m-1} with the continuous sources of step m-1 integrated
+   exactly: lambda_I <- beta lambda_I + c_b lambda_V, lambda_V <- alpha lambda_V, then
+   lambda_V,k -= dL/dR_k (a P0 + b P1) / (T tau_m), lambda_I,k -= dL/dR_k (a Q0 + b Q1) / (T tau_s)
+   (the discrete adjoint of forward step 3), plus the same for a per-time loss density
+   dl/dV(t) (``trace``), linear between its grid values.
+
+Everything is exact for the continuous-time model except: input spikes are binned to the grid;
+crossings are searched once per step (two crossings of one neuron within one step are one);
+the sub-step effects of same-step spikes on one another are first order in the coupling; and
+the max readout misses smooth maxima between grid samples (O(dt^2) in value). The finite-
+difference tests measure what that leaves (docs/gradient-checks.md).
+
+The tape holds (step, neuron, d, delta, kind) per spike: memory grows with spikes, not with trial length.
 """
 
 from __future__ import annotations
