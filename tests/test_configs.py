@@ -59,3 +59,40 @@ def test_shd_config_trains_on_official_layout(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "shd (64 train, 0 val, 32 test)" in r.stdout
     assert (out / "summary.json").is_file()
+
+
+def test_k_reg_conversion_per_loss():
+    from eventprop.losses import convert_k_reg
+
+    assert convert_k_reg("sum_exp", 5e-10, 20, 20, 1400) == pytest.approx(2e-7)
+    assert convert_k_reg("xentropy", 1e-9, 20, 20, 1400) == pytest.approx(4e-7)
+    assert convert_k_reg("max", 2e-10, 20, 20, 1400) == pytest.approx(5.6e-6)  # extra 1/T in the authors' jump
+    assert convert_k_reg("first_spike", 2e-7, 20, 20, 1400) == pytest.approx(4e-6)  # no output scale at all
+
+
+def _quoted_k_reg(path):
+    import re
+
+    m = re.search(r"k_reg ([0-9.]+e-?[0-9]+)", validate(load_file(path)).description)
+    return float(m.group(1)) if m else None
+
+
+QUOTING = [c for c in CONFIGS if _quoted_k_reg(c) is not None]
+
+
+def test_most_paper_configs_quote_their_k_reg():
+    assert len(QUOTING) >= 9
+
+
+@pytest.mark.parametrize("path", QUOTING, ids=os.path.basename)
+def test_shipped_k_reg_is_the_converted_paper_value(path):
+    """Configs that quote the paper's k_reg carry exactly its conversion for their loss (a strength
+    that is 0 on purpose, e.g. no upper regularisation in the x-entropy runs, stays 0)."""
+    from eventprop.losses import convert_k_reg
+
+    cfg = validate(load_file(path))
+    want = convert_k_reg(cfg.loss.name, _quoted_k_reg(path), cfg.model.tau_mem, cfg.model.out_tau_mem,
+                         cfg.data.trial_ms)
+    for k in (cfg.reg.k_upper, cfg.reg.k_lower):
+        assert k == 0.0 or k == pytest.approx(want, rel=1e-6)
+    assert max(cfg.reg.k_upper, cfg.reg.k_lower) == pytest.approx(want, rel=1e-6)

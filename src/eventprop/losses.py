@@ -288,6 +288,21 @@ class SpikeCountRegulariser:
         return self.k_upper != 0.0 or self.k_lower != 0.0
 
 
+def convert_k_reg(loss_name: str, k_paper: float, tau_mem_hidden: float, tau_mem_out: float, trial_ms: float) -> float:
+    """The paper's / authors' regulariser strength k_reg in eventprop's units (docs/losses.md).
+
+    The authors' jump k_paper (n - nu)/(B theta) lacks our 1/tau_m,hidden, and their loss adjoint
+    differs from the exact one by 1/tau_m,out for integral and x-entropy losses, by 1/T for the
+    max loss, and not at all for first-spike losses. Only the balance of loss and regulariser
+    matters under Adam, so k_ours = k_paper * tau_m,hidden * (tau_m,out | T | 1).
+    """
+    if not k_paper >= 0:
+        raise ConfigError(f"k_reg must be >= 0, got {k_paper}")
+    readout = get_loss(loss_name).readout
+    scale = {"integral": tau_mem_out, "trace": tau_mem_out, "vmax": trial_ms, "first_spike": 1.0}[readout]
+    return float(k_paper) * float(tau_mem_hidden) * float(scale)
+
+
 LOSS_NAMES = ("xentropy", "sum", "sum_exp", "sum_linear", "sum_sigmoid", "sum_input", "max", "first_spike",
               "first_spike_inv")
 
