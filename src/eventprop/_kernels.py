@@ -616,9 +616,19 @@ def _spike_targets(W, base, po, S, uniform, tau_m, tau_s, delta, lamV, lamI, dW)
 @njit(cache=True, inline="always")
 def _apply_jump(lamV, lamI, nid, jv, ji):
     """Add a jump; hard bound: chains of near-grazing spikes can compound the jump factor
-    (1 + theta/d), the bound keeps every gradient finite in float32."""
-    lamV[nid] = min(max(lamV[nid] + jv, -LAMBDA_MAX), LAMBDA_MAX)
-    lamI[nid] = min(max(lamI[nid] + ji, -LAMBDA_MAX), LAMBDA_MAX)
+    (1 + theta/d), the bound keeps every gradient finite in float32. Returns 1 if it bound."""
+    v = lamV[nid] + jv
+    i = lamI[nid] + ji
+    hit = 0
+    if not abs(v) <= LAMBDA_MAX:
+        v = min(max(v, -LAMBDA_MAX), LAMBDA_MAX)
+        hit = 1
+    if not abs(i) <= LAMBDA_MAX:
+        i = min(max(i, -LAMBDA_MAX), LAMBDA_MAX)
+        hit = 1
+    lamV[nid] = v
+    lamI[nid] = i
+    return hit
 
 
 @njit(cache=True)
@@ -629,6 +639,8 @@ def _backward_sample(
     w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, mx_ref, mx_delta, mx_slope, g_trace, use_trace, g_spk, fs_step, reg,
     lamV, lamI, order, gtmp, dW, rec_b, rec_lamV, rec_lamI,
 ):
+    """Backward pass of sample b (accumulated into dW). Returns how often |lambda| was bounded."""
+    hits = 0
     n_layers = sizes.shape[0]
     L = n_layers - 1
     NT = lamV.shape[0]
@@ -725,7 +737,7 @@ def _backward_sample(
                 jv -= reg[b, nid] / (thr[l] * tau_m[nid])
             # the jump happens at t_c; expressed at t_m it is the state that free backward
             # evolution over delta takes to (jv, 0)
-            _apply_jump(lamV, lamI, nid, jv / a_i,
+            hits += _apply_jump(lamV, lamI, nid, jv / a_i,
                         -_kap_e(delta, tau_m[nid], tau_s[nid], a_i, b_i) * tau_m[nid] / tau_s[nid] * jv / (a_i * b_i))
             if n_kink > 0:  # the kick of a maximum at t_c^-, expressed at t_m
                 for k in range(no):
@@ -769,6 +781,7 @@ def _backward_sample(
                         sI += G0 * tcoef[2, k] + dG * tcoef[3, k]
                     lamV[oo + k] -= sV / tau_m[oo + k]
                     lamI[oo + k] -= sI / tau_s[oo + k]
+    return hits
 
 
 @njit(cache=True)
@@ -778,7 +791,7 @@ def _backward_chunk(
     alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
     tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape,
     w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, mx_ref, mx_delta, mx_slope, g_trace, use_trace, g_spk, fs_step, reg,
-    dWc, rec_b, rec_lamV, rec_lamI,
+    dWc, rec_b, rec_lamV, rec_lamI, hits,
 ):
     lamV = np.empty(NT, dtype=W.dtype)
     lamI = np.empty(NT, dtype=W.dtype)
@@ -787,10 +800,11 @@ def _backward_chunk(
     dW = dWc[c]
     for j in range(dW.shape[0]):
         dW[j] = 0.0
+    hits[c] = 0
     b0 = (c * B) // n_chunks
     b1 = ((c + 1) * B) // n_chunks
     for b in range(b0, b1):
-        _backward_sample(
+        hits[c] += _backward_sample(
             b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
             alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
             tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape[b],
@@ -805,7 +819,7 @@ def backward_batch(
     alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
     tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape,
     w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, mx_ref, mx_delta, mx_slope, g_trace, use_trace, g_spk, fs_step, reg,
-    dWc, dW, rec_b, rec_lamV, rec_lamI,
+    dWc, dW, rec_b, rec_lamV, rec_lamI, hits,
 ):
     B = in_ptr.shape[0]
     NT = alpha.shape[0]
@@ -817,7 +831,7 @@ def backward_batch(
             alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
             tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape,
             w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, mx_ref, mx_delta, mx_slope, g_trace, use_trace, g_spk, fs_step, reg,
-            dWc, rec_b, rec_lamV, rec_lamI,
+            dWc, rec_b, rec_lamV, rec_lamI, hits,
         )
     # deterministic reduction: every element summed over chunks in chunk order
     nW = dW.shape[0]

@@ -259,6 +259,7 @@ class Forward:
     grazing: int  # number of spikes whose d was clamped to grazing_eps
     weight: tuple  # (a, b, rate): the in-step weight of the integral readout (see ReadoutWeight)
     # tape and internals
+    bound_hits: int = 0  # set by backward: adjoint values bounded at 1e15 (the gradient is then unreliable)
     _lay: _Layout = field(repr=False, default=None)
     _W: np.ndarray = field(repr=False, default=None)
     _tape: tuple = field(repr=False, default=None)
@@ -433,6 +434,7 @@ def backward(fw: Forward, g: ReadoutGrads, record: int | None = None):
             reg[:, lay.noff[l] : lay.noff[l] + H] = gl
     n_chunks = min(N_CHUNKS, max(B, 1))
     dWc = np.empty((n_chunks, lay.n_weights), dtype=W.dtype)
+    hits = np.zeros(n_chunks, dtype=np.int64)
     dW = np.empty(lay.n_weights, dtype=W.dtype)
     if record is not None:
         rec_b = int(record)
@@ -454,8 +456,9 @@ def backward(fw: Forward, g: ReadoutGrads, record: int | None = None):
         lay.alpha, lay.beta, lay.cbw, lay.tau_s, lay.tau_m, N, dtype(1.0 / (N * fw.spec.dt)),
         st, nid, d, fw._delta, fw._kind, nt,
         w_a, w_b, np.exp(-rate * fw.spec.dt), rcoef, tcoef, g_int, g_max, fw._tmax_step, *fw._max, g_trace, use_trace, g_spk,
-        fw._fs_step, reg, dWc, dW, rec_b, rec_V, rec_I,
+        fw._fs_step, reg, dWc, dW, rec_b, rec_V, rec_I, hits,
     )
+    fw.bound_hits = int(hits.sum())
     grads = unflatten(lay, dW)
     if record is not None:
         return grads, rec_V, rec_I

@@ -5,8 +5,8 @@ Results folder (the contract other tools read):
 * ``config.yaml``   the resolved config;
 * ``metrics.csv``   one row per epoch: epoch, train_loss, train_accuracy, val_loss, val_accuracy,
   test_accuracy, lr, seconds (wall time of the epoch's training: augmentation, batching, steps),
-  eval_seconds, skipped_batches,
-  grazing, and the mean spike count per neuron of each hidden layer (hidden0_rate, ...);
+  eval_seconds, skipped_batches (not applied: non-finite gradient, or an adjoint at its 1e15 bound),
+  grazing, bound_hits (adjoint values bounded), and the mean spike count per neuron of each hidden layer (hidden0_rate, ...);
 * ``summary.json``  test_accuracy (at the selected epoch), best_epoch, train_accuracy,
   val_accuracy, epochs, seconds_per_epoch, selection rule, library version, ...;
 * ``checkpoint.npz`` (latest, every epoch) and ``best.npz`` (selected epoch): parameters,
@@ -40,7 +40,7 @@ from .network import InitSpec, LayerSpec, NetworkSpec, OutputSpec, init_params
 from .optim import Adam, Schedule
 
 METRIC_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_accuracy", "lr",
-                 "seconds", "eval_seconds", "skipped_batches", "grazing"]
+                 "seconds", "eval_seconds", "skipped_batches", "grazing", "bound_hits"]
 
 
 def result_settings(cfg: RunConfig) -> dict:
@@ -225,7 +225,7 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
         ep_train = augment(cfg, train_ds, rng)
         order = rng.permutation(len(ep_train))
         ep_batches = (len(order) + t.batch_size - 1) // t.batch_size
-        loss_sum, correct, seen, skipped, grazing = 0.0, 0, 0, 0, 0
+        loss_sum, correct, seen, skipped, grazing, bound_hits = 0.0, 0, 0, 0, 0, 0
         rates = [np.zeros(h.size) for h in spec.hidden]
         bar = _progress(ep_batches, f"epoch {epoch + 1}/{t.epochs}", quiet)
         for bi in range(0, len(order), t.batch_size):
@@ -234,7 +234,8 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
                                delay_copies=cfg.data.delay_copies, delay_ms=cfg.data.delay_ms)
             total, grads, res, fw = value_and_grad(spec, params, batch, loss, reg)
             finite = np.isfinite(total) and all(np.all(np.isfinite(g)) for g in grads.values())
-            if finite:
+            bound_hits += fw.bound_hits
+            if finite and fw.bound_hits == 0:  # a bounded adjoint gives a huge, meaningless step
                 opt.update(params, grads, sched.lr())
             else:
                 skipped += 1
@@ -254,7 +255,8 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
         seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
         row = {"epoch": epoch + 1, "train_loss": round(loss_sum / seen, 6), "train_accuracy": round(correct / seen, 6),
-               "lr": sched.lr(), "seconds": round(seconds, 3), "skipped_batches": skipped, "grazing": grazing}
+               "lr": sched.lr(), "seconds": round(seconds, 3), "skipped_batches": skipped, "grazing": grazing,
+               "bound_hits": bound_hits}
         for i, r in enumerate(rates):
             row[f"hidden{i}_rate"] = round(float(r.mean() / seen), 4)
         if val_ds is not None:
@@ -285,7 +287,7 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
             msg += f" | test acc {row['test_accuracy']:.4f}"
         msg += f" | {seconds:.1f} s"
         if skipped:
-            msg += f" | {skipped} batches skipped (non-finite gradient)"
+            msg += f" | {skipped} batches skipped (non-finite gradient or adjoint at its bound)"
         log(msg)
         fio.write_json(out / "summary.json", summarise(cfg, rows, best, select, finished=(epoch + 1 == t.epochs)))
     summary = summarise(cfg, rows, best, select, finished=True)
