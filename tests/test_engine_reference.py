@@ -182,3 +182,31 @@ def test_grazing_spikes_never_give_non_finite_gradients():
         hits[eps] = fw.bound_hits
     # the bound is what kept the absurd floor finite, and it is counted (training skips such batches)
     assert hits[1e-12] > 0 and hits[1e-2] == 0
+
+
+def test_tape_is_sized_exactly_after_one_overflow(monkeypatch):
+    """A sample with far more spikes than the tape holds costs one rerun, not a regrowth loop."""
+    from eventprop import _kernels, engine
+
+    calls = []
+    real = _kernels.forward_batch
+    monkeypatch.setattr(_kernels, "forward_batch", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(engine, "_cap_hint", [16])
+    spec = NetworkSpec(n_in=4, hidden=[LayerSpec(30)], output=OutputSpec(2), dt=1.0)
+    params = init_params(spec, InitSpec(input_mean=3.0, input_sd=0.1), seed=0, dtype=np.float64)
+    N = 400
+    batch = batch_from_arrays([(np.repeat(np.arange(N), 4), np.tile(np.arange(4), N))], [0], N, 1.0)
+    fw = forward(spec, params, batch)
+    assert fw.n_spikes[0] > 50 * 16 and len(calls) == 2
+
+
+def test_layout_notices_an_in_place_change_of_a_large_tau_array():
+    """The layout cache is keyed on content: numpy abbreviates the repr of arrays over 1000 values."""
+    from eventprop.engine import layout
+
+    tau = np.full(1500, 20.0)
+    spec = NetworkSpec(n_in=3, hidden=[LayerSpec(1500, tau_mem=tau)], output=OutputSpec(2), dt=1.0)
+    a = layout(spec, np.float64).alpha.copy()
+    tau[700] = 5.0  # in place
+    b = layout(spec, np.float64).alpha
+    assert b[700] != a[700] and b[699] == a[699]
