@@ -216,7 +216,7 @@ def _sliver_crossing(v, i, th, tm, ts, smax):
 def _arrivals(
     b, n, n_steps, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni, tau_m, tau_s,
     grazing_eps, w_a, w_b, edecay, V, I, ids, deltas, tidx, n_prev, mark, integral,
-    tape_step, tape_id, tape_d, tape_delta, tape_kind, cap, ntape, graze, counts, fs_step, fs_time, dt,
+    tape_step, tape_id, tape_d, tape_delta, cap, ntape, graze, counts, fs_step, fs_time, dt,
     want_max, vmax, tmax, mx_ref, mx_delta, mx_slope,
 ):
     """The spikes detected at grid time t_n (emitted at t_n - delta) reach their targets, each with
@@ -302,7 +302,6 @@ def _arrivals(
                         tape_id[b, ntape] = j
                         tape_d[b, ntape] = d
                         tape_delta[b, ntape] = sj
-                        tape_kind[b, ntape] = 1
                     ntape += 1
                     mark[j] = n
                     ids[n_list] = j
@@ -323,7 +322,7 @@ def _forward_sample(
     alpha, beta, cfw, tau_s, tau_m, n_steps, dt, grazing_eps, w_a, w_b, edecay, rcoef, want_trace,
     V, I, qm, mark, prev_ids, cur_ids, prev_delta, cur_delta, prev_tidx, cur_tidx,
     c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive,
-    tape_step, tape_id, tape_d, tape_delta, tape_kind, cap,
+    tape_step, tape_id, tape_d, tape_delta, cap,
     integral, vmax, tmax, mx_ref, mx_delta, mx_slope, want_max, trace, fs_time, fs_step, counts,
 ):
     """Forward pass of sample b. Returns (number of spikes, grazing count).
@@ -364,7 +363,7 @@ def _forward_sample(
             n_prev, ntape, graze = _arrivals(
                 b, n, n_steps, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni, tau_m, tau_s,
                 grazing_eps, w_a, w_b, edecay, V, I, prev_ids, prev_delta, prev_tidx, n_prev, mark, integral,
-                tape_step, tape_id, tape_d, tape_delta, tape_kind, cap, ntape, graze, counts, fs_step, fs_time, dt,
+                tape_step, tape_id, tape_d, tape_delta, cap, ntape, graze, counts, fs_step, fs_time, dt,
                 want_max, vmax, tmax, mx_ref, mx_delta, mx_slope)
         if n < n_steps:
             I0 = I[0:S0]
@@ -459,7 +458,6 @@ def _forward_sample(
                 tape_id[b, ntape] = j
                 tape_d[b, ntape] = d
                 tape_delta[b, ntape] = delta
-                tape_kind[b, ntape] = 0
             ntape += 1
             mark[j] = n + 1
             cur_ids[n_cur] = j
@@ -517,7 +515,7 @@ def _forward_sample(
 def forward_batch(
     in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
     alpha, beta, cfw, tau_s, tau_m, n_steps, dt, grazing_eps, w_a, w_b, edecay, rcoef, want_trace,
-    tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape, graze,
+    tape_step, tape_id, tape_d, tape_delta, ntape, graze,
     integral, vmax, tmax, mx_ref, mx_delta, mx_slope, want_max, trace, fs_time, fs_step, counts, n_chunks,
 ):
     B = in_ptr.shape[0]
@@ -528,7 +526,7 @@ def forward_batch(
             c, n_chunks, B, NT, cap,
             in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
             alpha, beta, cfw, tau_s, tau_m, n_steps, dt, grazing_eps, w_a, w_b, edecay, rcoef, want_trace,
-            tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape, graze,
+            tape_step, tape_id, tape_d, tape_delta, ntape, graze,
             integral, vmax, tmax, mx_ref, mx_delta, mx_slope, want_max, trace, fs_time, fs_step, counts,
         )
 
@@ -538,7 +536,7 @@ def _forward_chunk(
     c, n_chunks, B, NT, cap,
     in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
     alpha, beta, cfw, tau_s, tau_m, n_steps, dt, grazing_eps, w_a, w_b, edecay, rcoef, want_trace,
-    tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape, graze,
+    tape_step, tape_id, tape_d, tape_delta, ntape, graze,
     integral, vmax, tmax, mx_ref, mx_delta, mx_slope, want_max, trace, fs_time, fs_step, counts,
 ):
     V = np.empty(NT, dtype=W.dtype)
@@ -567,7 +565,7 @@ def _forward_chunk(
             b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
             alpha, beta, cfw, tau_s, tau_m, n_steps, dt, grazing_eps, w_a, w_b, edecay, rcoef, want_trace,
             V, I, qm, mark, prev_ids, cur_ids, prev_delta, cur_delta, prev_tidx, cur_tidx,
-            c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive, tape_step, tape_id, tape_d, tape_delta, tape_kind, cap,
+            c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive, tape_step, tape_id, tape_d, tape_delta, cap,
             integral[b], vmax[b], tmax[b], mx_ref[b], mx_delta[b], mx_slope[b], want_max, trace, fs_time[b],
             fs_step[b], counts[b],
         )
@@ -635,7 +633,7 @@ def _apply_jump(lamV, lamI, nid, jv, ji):
 def _backward_sample(
     b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
     alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
-    tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape,
+    tape_step, tape_id, tape_d, tape_delta, ntape,
     w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, mx_ref, mx_delta, mx_slope, g_trace, use_trace, g_spk, fs_step, reg,
     lamV, lamI, order, gtmp, dW, rec_b, rec_lamV, rec_lamI,
 ):
@@ -789,7 +787,7 @@ def _backward_chunk(
     c, n_chunks, B, NT,
     in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
     alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
-    tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape,
+    tape_step, tape_id, tape_d, tape_delta, ntape,
     w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, mx_ref, mx_delta, mx_slope, g_trace, use_trace, g_spk, fs_step, reg,
     dWc, rec_b, rec_lamV, rec_lamI, hits,
 ):
@@ -807,7 +805,7 @@ def _backward_chunk(
         hits[c] += _backward_sample(
             b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
             alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
-            tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape[b],
+            tape_step, tape_id, tape_d, tape_delta, ntape[b],
             w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, mx_ref, mx_delta, mx_slope, g_trace, use_trace, g_spk, fs_step[b], reg,
             lamV, lamI, order, gtmp, dW, rec_b, rec_lamV, rec_lamI,
         )
@@ -817,7 +815,7 @@ def _backward_chunk(
 def backward_batch(
     in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
     alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
-    tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape,
+    tape_step, tape_id, tape_d, tape_delta, ntape,
     w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, mx_ref, mx_delta, mx_slope, g_trace, use_trace, g_spk, fs_step, reg,
     dWc, dW, rec_b, rec_lamV, rec_lamI, hits,
 ):
@@ -829,7 +827,7 @@ def backward_batch(
             c, n_chunks, B, NT,
             in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
             alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
-            tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape,
+            tape_step, tape_id, tape_d, tape_delta, ntape,
             w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, mx_ref, mx_delta, mx_slope, g_trace, use_trace, g_spk, fs_step, reg,
             dWc, rec_b, rec_lamV, rec_lamI, hits,
         )

@@ -68,7 +68,7 @@ the sub-step effects of same-step spikes on one another are first order in the c
 the max readout misses smooth maxima between grid samples (O(dt^2) in value). The finite-
 difference tests measure what that leaves (docs/gradient-checks.md).
 
-The tape holds (step, neuron, d, delta, kind) per spike: memory grows with spikes, not with trial length.
+The tape holds (step, neuron, d, delta) per spike: memory grows with spikes, not with trial length.
 """
 
 from __future__ import annotations
@@ -267,7 +267,6 @@ class Forward:
     _fs_step: np.ndarray = field(repr=False, default=None)
     _delta: np.ndarray = field(repr=False, default=None)  # (B, cap) t_step - t_spike of each tape entry
     _max: tuple = field(repr=False, default=None)  # (tape index of a kink maximum or -1, its delta, tau_m dV/dt)
-    _kind: np.ndarray = field(repr=False, default=None)  # (B, cap) 0: found at a step's end; 1: pushed over by arrivals
 
     @property
     def n_spikes(self) -> np.ndarray:
@@ -362,7 +361,6 @@ def forward(
         tape_id = np.empty((B, cap), dtype=np.int32)
         tape_d = np.empty((B, cap), dtype=dtype)
         tape_delta = np.empty((B, cap), dtype=dtype)
-        tape_kind = np.empty((B, cap), dtype=np.int8)
         ntape = np.zeros(B, dtype=np.int64)
         graze = np.zeros(B, dtype=np.int64)
         integral = np.zeros((B, C), dtype=dtype)
@@ -378,7 +376,7 @@ def forward(
             in_ptr, in_units, W, lay.sizes, lay.noff, lay.ff_off, lay.rec_off, lay.spiking, lay.thr, lay.uni,
             lay.alpha, lay.beta, lay.cfw, lay.tau_s, lay.tau_m, N, dtype(spec.dt), dtype(spec.grazing_eps),
             w_a, w_b, np.exp(-rate * spec.dt), rcoef, trace,
-            tape_step, tape_id, tape_d, tape_delta, tape_kind, ntape, graze,
+            tape_step, tape_id, tape_d, tape_delta, ntape, graze,
             integral, vmax, tmax, mx_ref, mx_delta, mx_slope, bool(max_kinks), tr, fs_time, fs_step, counts,
             min(N_CHUNKS, max(B, 1)),
         )
@@ -393,7 +391,7 @@ def forward(
     return Forward(
         spec=spec, batch=batch, integral=integral, vmax=vmax, tmax=tmax.astype(np.float64) * spec.dt - mx_delta,
         trace=tr if trace else None, first_spike=fs_time, spike_counts=spike_counts, grazing=int(graze.sum()),
-        weight=(w_a, w_b, rate), _lay=lay, _W=W, _tape=(tape_step, tape_id, tape_d, ntape), _delta=tape_delta, _kind=tape_kind, _max=(mx_ref, mx_delta, mx_slope), _tmax_step=tmax, _fs_step=fs_step,
+        weight=(w_a, w_b, rate), _lay=lay, _W=W, _tape=(tape_step, tape_id, tape_d, ntape), _delta=tape_delta, _max=(mx_ref, mx_delta, mx_slope), _tmax_step=tmax, _fs_step=fs_step,
     )
 
 
@@ -454,7 +452,7 @@ def backward(fw: Forward, g: ReadoutGrads, record: int | None = None):
     _kernels.backward_batch(
         in_ptr, in_units, W, lay.sizes, lay.noff, lay.ff_off, lay.rec_off, lay.spiking, lay.thr, lay.uni,
         lay.alpha, lay.beta, lay.cbw, lay.tau_s, lay.tau_m, N, dtype(1.0 / (N * fw.spec.dt)),
-        st, nid, d, fw._delta, fw._kind, nt,
+        st, nid, d, fw._delta, nt,
         w_a, w_b, np.exp(-rate * fw.spec.dt), rcoef, tcoef, g_int, g_max, fw._tmax_step, *fw._max, g_trace, use_trace, g_spk,
         fw._fs_step, reg, dWc, dW, rec_b, rec_V, rec_I, hits,
     )
