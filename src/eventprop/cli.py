@@ -1,4 +1,4 @@
-"""Command line: ``eventprop train | eval | xval | gradcheck | config show | plot | bench``.
+"""Command line: ``eventprop train | eval | xval | gradcheck | config show | plot | analyse | bench``.
 
 User mistakes (bad config, missing file, ...) print one line ``error: ...`` and exit with status 2,
 without a traceback.
@@ -189,6 +189,32 @@ def plot(runs, out, sample):
 
     for p in plot_runs([Path(r) for r in runs], Path(out), sample=sample):
         click.echo(p)
+
+
+@main.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), help="folder for the figures (default: RUN/analysis)")
+@click.option("--class", "cls", type=int, help="class to analyse (default: that of --sample, else of the first sample)")
+@click.option("--sample", type=int, help="sample of the split whose raster and adjoints are shown")
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+@click.option("--top", type=int, default=10, show_default=True, help="most active hidden neurons shown for the class")
+def analyse(run, out, cls, sample, split, top):
+    """The paper's failure analysis of a run: adjoints and what hidden spikes receive (Fig. 2),
+    output weights against hidden activity (Fig. 3), spike counts and gradient norms over training.
+
+    Writes PNGs and analysis.json (Pearson r of weight and spike count for every class, sums of
+    lambda_V - lambda_I per top neuron, silent fraction) to --out.
+    """
+    from .analyse import analyse as run_analysis
+
+    res = run_analysis(Path(run), Path(out) if out else None, cls=cls, sample=sample, split=split, top=top)
+    click.echo(f"class {res['class']}, {res['split']} sample {res['sample']} (predicted {res['predicted']}): "
+               f"{res['n_top_negative']} of {len(res['top_neurons'])} most active neurons receive a negative sum of "
+               f"lambda_V - lambda_I; Pearson r(weight, spike count) over classes "
+               f"{res['pearson_weight_rate_mean']} +- {res['pearson_weight_rate_sd']}; hidden silent fraction "
+               f"{res['hidden_silent_fraction']}")
+    for f in res["files"] + [str(Path(res["files"][0]).parent / "analysis.json")]:
+        click.echo(f)
 
 
 @main.command()

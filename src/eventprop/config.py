@@ -144,6 +144,8 @@ class TrainConfig(_Strict):
     lr_decay: float = Field(0.97, gt=0, le=1, description="multiply the learning rate by this after every epoch")
     plateau: PlateauConfig = PlateauConfig()
     input_dropout: float = Field(0.0, ge=0, lt=1)
+    lift_silent: float = Field(0.0, ge=0, description="after each epoch, add this to the incoming feed-forward weights of "
+                               "every hidden neuron that did not spike in any training sample of the epoch (0 = off)")
     select: Literal["train", "val", "test"] = Field("val", description="best epoch by train or val accuracy (test only if you insist)")
     threads: Optional[int] = Field(None, ge=1)
     eval_batch_size: int = Field(256, ge=1)

@@ -6,7 +6,10 @@ Results folder (the contract other tools read):
 * ``metrics.csv``   one row per epoch: epoch, train_loss, train_accuracy, val_loss, val_accuracy,
   test_accuracy, lr, seconds (wall time of the epoch's training: augmentation, batching, steps),
   eval_seconds, skipped_batches (not applied: non-finite gradient, or an adjoint at its 1e15 bound),
-  grazing, bound_hits (adjoint values bounded), and the mean spike count per neuron of each hidden layer (hidden0_rate, ...);
+  grazing, bound_hits (adjoint values bounded), the mean spike count per neuron of each hidden layer
+  (hidden0_rate, ...), the fraction of its neurons that did not spike in the whole epoch
+  (hidden0_silent, ...), and the root-mean-square over the epoch's batches of each weight array's
+  gradient norm (grad_norm_ff0, grad_norm_rec0, ...; regulariser included);
 * ``summary.json``  test_accuracy (at the selected epoch), best_epoch, train_accuracy,
   val_accuracy, epochs, seconds_per_epoch, selection rule, library version, ...;
 * ``checkpoint.npz`` (latest, every epoch) and ``best.npz`` (selected epoch): parameters,
@@ -192,7 +195,8 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
     sched = Schedule(t.lr, t.ease_in, t.ease_in_factor, t.lr_decay, t.plateau.enabled, t.plateau.fast,
                      t.plateau.slow, t.plateau.factor, t.plateau.min_epochs)
     reg = SpikeCountRegulariser(cfg.reg.k_upper, cfg.reg.k_lower, cfg.reg.nu)
-    fields = METRIC_FIELDS + [f"hidden{i}_rate" for i in range(len(spec.hidden))]
+    fields = (METRIC_FIELDS + [f"hidden{i}_rate" for i in range(len(spec.hidden))]
+              + [f"hidden{i}_silent" for i in range(len(spec.hidden))] + [f"grad_norm_{k}" for k in params])
     rows: list[dict] = []
     start_epoch = 0
     best = {"epoch": None, "score": -np.inf}
@@ -227,6 +231,7 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
         ep_batches = (len(order) + t.batch_size - 1) // t.batch_size
         loss_sum, correct, seen, skipped, grazing, bound_hits = 0.0, 0, 0, 0, 0, 0
         rates = [np.zeros(h.size) for h in spec.hidden]
+        gsq = {k: 0.0 for k in params}
         bar = _progress(ep_batches, f"epoch {epoch + 1}/{t.epochs}", quiet)
         for bi in range(0, len(order), t.batch_size):
             idx = order[bi : bi + t.batch_size]
@@ -236,6 +241,8 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
             finite = np.isfinite(total) and all(np.all(np.isfinite(g)) for g in grads.values())
             bound_hits += fw.bound_hits
             if finite and fw.bound_hits == 0:  # a bounded adjoint gives a huge, meaningless step
+                for k, g in grads.items():
+                    gsq[k] += float(np.square(g, dtype=np.float64).sum())
                 opt.update(params, grads, sched.lr())
             else:
                 skipped += 1
@@ -259,6 +266,12 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
                "bound_hits": bound_hits}
         for i, r in enumerate(rates):
             row[f"hidden{i}_rate"] = round(float(r.mean() / seen), 4)
+            row[f"hidden{i}_silent"] = round(float((r == 0).mean()), 4)
+            if t.lift_silent > 0:  # silent neurons get no gradient at all: lift their input weights
+                params[f"ff{i}"][:, r == 0] += params[f"ff{i}"].dtype.type(t.lift_silent)
+        applied = max(ep_batches - skipped, 1)
+        for k, v in gsq.items():
+            row[f"grad_norm_{k}"] = float(f"{np.sqrt(v / applied):.6g}")
         if val_ds is not None:
             ev = evaluate(spec, params, val_ds, loss, n_steps, t.eval_batch_size, *dl)
             row["val_accuracy"], row["val_loss"] = round(ev.accuracy, 6), round(ev.loss, 6)
