@@ -30,7 +30,7 @@ def assert_user_error(r, *words):
 def test_version_and_help():
     r = cli("--version")
     assert r.returncode == 0 and "eventprop" in r.stdout
-    for sub in ("train", "eval", "xval", "gradcheck", "plot", "bench", "config"):
+    for sub in ("train", "eval", "xval", "gradcheck", "plot", "analyse", "bench", "config"):
         h = cli(sub, "--help")
         assert h.returncode == 0 and "Usage" in h.stdout
 
@@ -140,3 +140,11 @@ def test_train_warns_outside_the_checked_regime(tmp_path):
     assert "warning: model.dt_ms = 2 ms" in r.stderr and "eventprop gradcheck" in r.stderr
     r = cli("train", *SMALL, "--out", str(tmp_path / "run2"), "--quiet")
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+
+
+def test_analyse_errors_are_one_line(tmp_path):
+    assert_user_error(cli("analyse", str(tmp_path)), "not a results folder")
+    run_dir = tmp_path / "run"
+    r = cli("train", *SMALL, "--out", str(run_dir), "--quiet")  # the default job: spiking outputs
+    assert r.returncode == 0, r.stderr
+    assert_user_error(cli("analyse", str(run_dir)), "leaky-integrator output")
