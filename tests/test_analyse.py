@@ -100,3 +100,16 @@ def test_lift_raises_only_silent_neurons_inputs(tmp_path):
     lifted = np.isclose(delta, 0.25, atol=1e-6)
     assert lifted.mean() == pytest.approx(silent_frac, abs=1e-4)  # metrics round to 4 digits
     assert np.all(np.abs(delta[~lifted]) < 1e-6)  # lr 1e-12: active neurons barely move
+
+
+def test_plot_groups_by_architecture_and_draws_hidden_activity(li_run, tmp_path):
+    from eventprop.plots import _group_key, plot_runs
+
+    rec = tmp_path / "rec"
+    run(resolve(None, SMALL + ["train.epochs=1", "model.recurrent=true"]), rec, quiet=True, log=lambda *a: None)
+    assert _group_key(li_run) == "yinyang sum ffwd 30ms"
+    assert _group_key(rec) == "yinyang sum recurrent 30ms"
+    files = [p.name for p in plot_runs([li_run, rec], tmp_path / "figs")]
+    assert "hidden_activity.png" in files and "learning_curves.png" in files
+    table = (tmp_path / "figs" / "summary.md").read_text()
+    assert "| yinyang sum ffwd 30ms | 1 |" in table and "| yinyang sum recurrent 30ms | 1 |" in table

@@ -38,8 +38,18 @@ def _read_metrics(run: Path) -> dict[str, np.ndarray]:
 
 
 def _group_key(run: Path) -> str:
+    """Runs that differ only in the seed share a group: data, loss, architecture, trial length."""
     s = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
-    return f"{s.get('data', '?')} {s.get('loss', run.name)}"
+    key = f"{s.get('data', '?')} {s.get('loss', run.name)}"
+    if (run / "config.yaml").is_file():
+        import yaml
+
+        c = yaml.safe_load((run / "config.yaml").read_text()) or {}
+        m, d = c.get("model", {}), c.get("data", {})
+        rec = m.get("recurrent", False)
+        key += " recurrent" if (any(rec) if isinstance(rec, list) else rec) else " ffwd"
+        key += f" {float(d.get('trial_ms', 0)):g}ms"
+    return key
 
 
 def _savefig(fig, path: Path) -> Path:
@@ -107,8 +117,8 @@ def plot_runs(runs: list[Path], out: Path, sample: int = 0) -> list[Path]:
                 continue
             mu, sd = np.nanmean(ys, 0), np.nanstd(ys, 0)
             x = np.arange(1, n + 1)
-            ax.plot(x, 100 * mu, label=f"{g} (n={len(rs)})", color=f"C{gi}")
-            ax.fill_between(x, 100 * (mu - sd), 100 * (mu + sd), color=f"C{gi}", alpha=0.25)
+            ax.plot(x, 100 * mu, label=f"{g} (n={len(rs)})", color=f"C{gi % 10}", ls="-" if gi < 10 else "--")
+            ax.fill_between(x, 100 * (mu - sd), 100 * (mu + sd), color=f"C{gi % 10}", alpha=0.25)
     for ax, t in zip(axes, ("training accuracy", "test accuracy")):
         ax.set_title(t)
         ax.set_xlabel("epoch")
@@ -136,7 +146,7 @@ def plot_runs(runs: list[Path], out: Path, sample: int = 0) -> list[Path]:
         for xi, (m, s) in zip(x, vals):
             ax.text(xi, m + s + 0.1, f"{m:.1f}", ha="center", fontsize=7)
     ax.set_xticks(np.arange(len(names)))
-    ax.set_xticklabels([n.split(" ", 1)[-1] for n in names])
+    ax.set_xticklabels([n.split(" ", 1)[-1] for n in names], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("% correct (at selected epoch)")
     allv = [json.loads((r / "summary.json").read_text()).get(k) for r in runs for k in ("test_accuracy", "train_accuracy")]
     allv = [v for v in allv if v is not None]
@@ -145,6 +155,27 @@ def plot_runs(runs: list[Path], out: Path, sample: int = 0) -> list[Path]:
     ax.grid(axis="y", alpha=0.3)
     written.append(_savefig(fig, out / "summary_bars.png"))
     plt.close(fig)
+    # hidden activity over training: spikes per neuron and the fraction of silent neurons
+    ms_all = {g: [_read_metrics(r) for r in rs] for g, rs in groups.items()}
+    if any("hidden0_rate" in m for ms in ms_all.values() for m in ms):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+        for gi, (g, ms) in enumerate(sorted(ms_all.items())):
+            for ax, key in zip(axes, ("hidden0_rate", "hidden0_silent")):
+                ys = [m[key] for m in ms if key in m]
+                if not ys:
+                    continue
+                n = min(len(y) for y in ys)
+                ax.plot(np.arange(1, n + 1), np.mean([y[:n] for y in ys], 0), color=f"C{gi % 10}",
+                        ls="-" if gi < 10 else "--", label=g)
+        axes[0].set_title("spikes per hidden neuron per trial (layer 0)")
+        axes[1].set_title("fraction of hidden neurons silent in the epoch")
+        for ax in axes:
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+        axes[0].set_yscale("symlog", linthresh=1.0)
+        axes[1].legend(fontsize=7)
+        written.append(_savefig(fig, out / "hidden_activity.png"))
+        plt.close(fig)
     # raster and adjoint traces for the first run of each group
     for g, rs in sorted(groups.items()):
         tag = g.replace(" ", "_")
