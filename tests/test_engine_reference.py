@@ -18,6 +18,9 @@ CASES = {
     "per_neuron_tau": dict(hidden=[LayerSpec(5, tau_mem=np.linspace(10, 30, 5), tau_syn=np.array([5.0, 2, 8, 5, 20]),
                                              recurrent=True)], out="li"),
     "lif_out": dict(hidden=[LayerSpec(8, recurrent=True)], out="lif"),
+    # many neurons crossing in the same step, each spike moving the others' crossings (the
+    # candidate updates of the forward pass, warm-started Newton included)
+    "burst_rec": dict(hidden=[LayerSpec(40, recurrent=True)], out="li"),
 }
 
 

@@ -154,6 +154,35 @@ def _crossing(v0, i0, v1, th, tm, ts, dt):
 
 
 @njit(cache=True)
+def _crossing_warm(v0, i0, th, tm, ts, span, u):
+    """As _crossing, but Newton starts from a guess u in (0, span) (a candidate's crossing time
+    before a small current jump moved it). Returns -1 when the slope there is not positive (the
+    guess lies beyond a maximum): the caller then starts from the linear interpolation."""
+    v0 = float(v0)
+    i0 = float(i0)
+    th = float(th)
+    tm = float(tm)
+    ts = float(ts)
+    span = float(span)
+    for _ in range(NEWTON_STEPS):
+        em = np.exp(-u / tm)
+        es = np.exp(-u / ts)
+        v = v0 * em + i0 * _kap_e(u, tm, ts, em, es)
+        slope = (i0 * es - v) / tm
+        if not slope > 0.0:
+            return -1.0
+        u_new = u - (v - th) / slope
+        if u_new < 0.0:
+            u_new = 0.0
+        elif u_new > span:
+            u_new = span
+        if abs(u_new - u) <= 1e-10 * span:
+            return u_new
+        u = u_new
+    return u
+
+
+@njit(cache=True)
 def _first_crossing(v, i, v1, i1, th, tm, ts, span):
     """First u in [0, span] at which the free trajectory from (V, I) = (v, i) reaches th; -1 if none.
     (v1, i1): the state at span."""
@@ -473,6 +502,18 @@ def _forward_sample(
                 fs_time[j - oo] = (n + frac) * dt
             # this spike's current jump at t_c on the candidates that have not spiked yet
             i_pre = j - noff[l]
+            span = dt - u
+            # propagation factors are shared by the candidates of a uniform layer: computed once
+            # per (layer, elapsed time) and reused (same inputs, so bitwise the same values)
+            f_key_l = -1
+            f_s2 = -1.0
+            f_em = 1.0
+            f_es = 1.0
+            f_ke = 0.0
+            f_kd = 0.0
+            f_sm = 1.0
+            f_ss = 1.0
+            f_ks = 0.0
             for c in range(K):
                 if c_alive[c] == 0:
                     continue
@@ -488,17 +529,28 @@ def _forward_sample(
                 s2 = u - c_ul[c]
                 tmc = tau_m[jc]
                 tsc = tau_s[jc]
-                em = np.exp(-s2 / tmc)
-                es = np.exp(-s2 / tsc)
-                c_v[c] = c_v[c] * em + c_i[c] * _kap_e(s2, tmc, tsc, em, es)
-                c_i[c] = c_i[c] * es + w
+                if uni[lc] == 0 or lc != f_key_l or s2 != f_s2:
+                    f_em = np.exp(-s2 / tmc)
+                    f_es = np.exp(-s2 / tsc)
+                    f_ke = _kap_e(s2, tmc, tsc, f_em, f_es)
+                    if uni[lc] == 0 or lc != f_key_l:
+                        f_kd = _kap(delta, tmc, tsc)
+                        f_sm = np.exp(-span / tmc)
+                        f_ss = np.exp(-span / tsc)
+                        f_ks = _kap_e(span, tmc, tsc, f_sm, f_ss)
+                    f_key_l = lc
+                    f_s2 = s2
+                c_v[c] = c_v[c] * f_em + c_i[c] * f_ke
+                c_i[c] = c_i[c] * f_es + w
                 c_ul[c] = u
-                c_corr[c] += w * _kap(delta, tmc, tsc)
-                span = dt - u
-                em = np.exp(-span / tmc)
-                es = np.exp(-span / tsc)
-                v1 = c_v[c] * em + c_i[c] * _kap_e(span, tmc, tsc, em, es)
-                uu = _first_crossing(c_v[c], c_i[c], v1, c_i[c] * es, thr[lc], tmc, tsc, span)
+                c_corr[c] += w * f_kd
+                v1 = c_v[c] * f_sm + c_i[c] * f_ks
+                uu = -1.0
+                ug = c_u[c] - u  # the crossing before this jump: a close starting point for Newton
+                if c_v[c] < thr[lc] and v1 >= thr[lc] and 0.0 < ug < span:
+                    uu = _crossing_warm(c_v[c], c_i[c], thr[lc], tmc, tsc, span, ug)
+                if uu < 0.0:
+                    uu = _first_crossing(c_v[c], c_i[c], v1, c_i[c] * f_ss, thr[lc], tmc, tsc, span)
                 if uu < 0.0:
                     c_alive[c] = 0
                 else:
