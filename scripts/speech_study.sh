@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The paper's SHD loss x architecture study (docs/results-speech.md), on spoken-dev by default.
 # Usage: scripts/speech_study.sh OUTDIR EPOCHS SEED [SEED ...]
-#   DATA=path/to/shd  to use the real SHD files;  JOBS=N  runs N trainings at once (one thread each).
+#   DATA=path/to/shd  to use the real SHD files;  JOBS=N  runs N trainings at once (one thread each);
+#   SETS="train.ease_in=false train.batch_size=16"  overrides applied to every config.
 # Every run is an ordinary results folder OUTDIR/<config>-s<seed>; rerunning resumes unfinished runs
 # and skips finished ones. Summarise with: eventprop plot OUTDIR/* --out OUTDIR/figures
 set -euo pipefail
 out=$1; epochs=$2; shift 2
 data=${DATA:-../shared/data/spoken-dev}
 jobs=${JOBS:-2}
+sets=()
+for kv in ${SETS:-}; do sets+=(--set "$kv"); done
 configs="shd_xentropy shd_xentropy_400ms shd_sum_ffwd shd_sum_recurrent shd_sum_exp_ffwd shd_sum_exp_recurrent
          shd_max_ffwd shd_max_recurrent shd_time_ffwd shd_time_recurrent"
 one() {  # config seed
@@ -16,7 +19,7 @@ one() {  # config seed
   local resume=()
   if [ -f "$dir/checkpoint.npz" ]; then resume=(--resume); else rm -rf "$dir"; fi
   EVENTPROP_THREADS=1 NUMBA_NUM_THREADS=1 eventprop train "configs/$1.yaml" --quiet --set "data.path=$data" \
-    --set "train.epochs=$epochs" --set train.seed="$2" --out "$dir" "${resume[@]}" > "$dir.log" 2>&1 \
+    --set "train.epochs=$epochs" --set train.seed="$2" "${sets[@]}" --out "$dir" "${resume[@]}" > "$dir.log" 2>&1 \
     || echo "FAILED: $1 seed $2 (see $dir.log)"
 }
 mkdir -p "$out"
