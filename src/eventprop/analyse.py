@@ -156,7 +156,9 @@ def analyse(run: str | Path, out: str | Path | None = None, cls: int | None = No
     ax2.plot(t_grid, diff, color="C2")
     ax2.axhline(0, color="0.7", lw=0.5)
     ax2.set_ylabel(r"$\lambda_V-\lambda_I$", fontsize=8)
-    lim = max(float(np.abs(diff).max()), 1e-30)
+    # the bars share one scale: the largest value at a top neuron's spike (the trace's own peak
+    # can sit where no hidden neuron spikes, e.g. at the end of the trial)
+    lim = max([float(np.abs(v).max()) for _, v in per_neuron if len(v)] + [1e-30])
     for r, (i, (ts_i, v_i)) in enumerate(zip(top_ids, per_neuron)):
         ax = fig.add_subplot(gs[3 + r, 0], sharex=ax0)
         if len(ts_i):
