@@ -172,35 +172,6 @@ def _crossing(v0, i0, v1, th, tm, ts, dt, m1):
 
 
 @njit(cache=True)
-def _crossing_warm(v0, i0, th, tm, ts, span, u):
-    """As _crossing, but Newton starts from a guess u in (0, span) (a candidate's crossing time
-    before a small current jump moved it). Returns -1 when the slope there is not positive (the
-    guess lies beyond a maximum): the caller then starts from the linear interpolation."""
-    v0 = float(v0)
-    i0 = float(i0)
-    th = float(th)
-    tm = float(tm)
-    ts = float(ts)
-    span = float(span)
-    for _ in range(NEWTON_STEPS):
-        em = np.exp(-u / tm)
-        es = np.exp(-u / ts)
-        v = v0 * em + i0 * _kap_e(u, tm, ts, em, es)
-        slope = (i0 * es - v) / tm
-        if not slope > 0.0:
-            return -1.0
-        u_new = u - (v - th) / slope
-        if u_new < 0.0:
-            u_new = 0.0
-        elif u_new > span:
-            u_new = span
-        if abs(u_new - u) <= 1e-10 * span:
-            return u_new
-        u = u_new
-    return u
-
-
-@njit(cache=True)
 def _first_crossing(v, i, v1, i1, th, tm, ts, span):
     """First u in [0, span] at which the free trajectory from (V, I) = (v, i) reaches th; -1 if none.
     (v1, i1): the state at span."""
@@ -477,16 +448,37 @@ def _forward_sample(
                     c_corr[K] = 0.0
                     c_alive[K] = 1
                     K += 1
+        # c_alive: 0 gone (spiked or cannot cross), 1 c_u is its exact crossing time, 2 "dirty": a
+        # same-step spike moved it and c_u is only a lower bound. The next spike is the smallest
+        # c_u; a dirty one there is solved exactly first, so that only candidates that could be
+        # next are ever solved (the order, and hence the result, is that of solving all of them)
         n_cur = 0
         while True:
             best = -1
             bu = np.inf
             for c in range(K):
-                if c_alive[c] == 1 and c_u[c] < bu:
+                if c_alive[c] != 0 and c_u[c] < bu:
                     best = c
                     bu = c_u[c]
             if best < 0:
                 break
+            if c_alive[best] == 2:
+                jb = c_j[best]
+                lb_ = _layer_of(jb, noff, n_layers)
+                thb = thr[lb_]
+                tmb = tau_m[jb]
+                tsb = tau_s[jb]
+                spb = dt - c_ul[best]
+                em = np.exp(-spb / tmb)
+                es = np.exp(-spb / tsb)
+                v1 = c_v[best] * em + c_i[best] * _kap_e(spb, tmb, tsb, em, es)
+                uu = _first_crossing(c_v[best], c_i[best], v1, c_i[best] * es, thb, tmb, tsb, spb)
+                if uu < 0.0:
+                    c_alive[best] = 0
+                else:
+                    c_u[best] = c_ul[best] + uu
+                    c_alive[best] = 1
+                continue
             c_alive[best] = 0
             j = c_j[best]
             u = bu
@@ -564,17 +556,33 @@ def _forward_sample(
                 c_i[c] = c_i[c] * f_es + w
                 c_ul[c] = u
                 c_corr[c] += w * f_kd
-                v1 = c_v[c] * f_sm + c_i[c] * f_ks
-                uu = -1.0
-                ug = c_u[c] - u  # the crossing before this jump: a close starting point for Newton
-                if c_v[c] < thr[lc] and v1 >= thr[lc] and 0.0 < ug < span:
-                    uu = _crossing_warm(c_v[c], c_i[c], thr[lc], tmc, tsc, span, ug)
-                if uu < 0.0:
-                    uu = _first_crossing(c_v[c], c_i[c], v1, c_i[c] * f_ss, thr[lc], tmc, tsc, span)
+                # whether it still crosses in this step is decided now, as before (a candidate
+                # that cannot cross any more is dropped for good); when it does cross before the
+                # step ends, its time is not solved for: a lower bound stands in for it until it
+                # could be the next spike. While V >= v (v = c_v < theta) it rises at most at
+                # (max(I, 0) - v)/tau_m, since I only decays towards 0.
+                vc = c_v[c]
+                thc = thr[lc]
+                if vc >= thc:
+                    c_u[c] = u  # (a current jump does not move V: only if it was already there)
+                    c_alive[c] = 1
+                    continue
+                v1 = vc * f_sm + c_i[c] * f_ks
+                if v1 >= thc:
+                    ip = max(c_i[c], 0.0)
+                    lbd = tmc * (thc - vc) / (ip - vc) if ip > vc else span
+                    c_u[c] = u + min(lbd, span)
+                    c_alive[c] = 2
+                    continue
+                if not (c_i[c] > vc and c_i[c] * f_ss < v1):
+                    c_alive[c] = 0  # not rising now, or not falling at the end: no maximum inside
+                    continue
+                uu = _first_crossing(vc, c_i[c], v1, c_i[c] * f_ss, thc, tmc, tsc, span)  # (rare)
                 if uu < 0.0:
                     c_alive[c] = 0
                 else:
                     c_u[c] = u + uu
+                    c_alive[c] = 1
         for e in range(n_cur):
             prev_ids[e] = cur_ids[e]
             prev_delta[e] = cur_delta[e]
