@@ -65,7 +65,8 @@ def problem(arch: str, loss_name: str) -> gc.Problem:
     spec = build_spec(cfg, ds.n_units, ds.n_classes)
     params = init_params(spec, InitSpec(**cfg.model.init.model_dump()), seed=0, dtype=np.float64)
     samples = [(*ds.sample(i), int(ds.labels[i])) for i in (0, 1)]
-    return gc.reduce_problem(spec, params, samples, T, build_loss(cfg), n_in=50, n_hidden=n_hidden, seed=0)
+    return gc.reduce_problem(spec, params, samples, T, build_loss(cfg), n_in=50, n_hidden=n_hidden, seed=0,
+                             keep_fluctuations=False)
 
 
 @pytest.mark.parametrize("arch,loss_name", CASES, ids=[f"{a}-{l}" for a, l in CASES])
@@ -86,3 +87,21 @@ def test_long_trial_gradient_matches_exact_at_dt_1ms(arch, loss_name):
         assert g.exact < 0, f"{g.name}: a step along the engine's -gradient raises the exact loss"
         assert g.rel_err(1.0) <= gc.RTOL, f"{g.name}: engine slope {g.engine[1.0]:.4e} vs exact {g.exact:.4e}"
         assert g.rel_err(0.25) <= max(g.rel_err(1.0), 0.02) + 0.02, f"{g.name}: error grows as dt shrinks"
+
+
+def test_reduction_keeps_mean_and_fluctuations_of_the_drive():
+    """Rescaled weights: n kept of N inputs carry the full column's mean drive (sum of weights) and
+    its variance (sum of squared deviations), so a zero-mean initialisation stays in its regime."""
+    from eventprop.losses import get_loss
+    from eventprop.network import LayerSpec, NetworkSpec, OutputSpec
+
+    spec = NetworkSpec(2000, [LayerSpec(64)], OutputSpec(4), dt=1.0)
+    params = init_params(spec, InitSpec(input_mean=0.05, input_sd=0.2, out_mean=0.1, out_sd=0.3), seed=3,
+                         dtype=np.float64)
+    p = gc.reduce_problem(spec, params, [], 100.0, get_loss("sum"), n_in=100, n_hidden=64, seed=1)
+    w, full = p.params["ff0"], params["ff0"]
+    # the same mean drive (sum of weights, about 100 +- 9 per neuron in both)
+    assert abs(w.sum(0).mean() - full.sum(0).mean()) < 0.05 * full.sum(0).mean()
+    dev_red = ((w - w.mean(0)) ** 2).sum(0).mean()
+    dev_full = ((full - full.mean(0)) ** 2).sum(0).mean()
+    assert 0.8 < dev_red / dev_full < 1.25  # fluctuations: as the full network (the old N/n scaling: 20x)
