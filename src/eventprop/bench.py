@@ -12,8 +12,9 @@ drawn so that hidden neurons fire about 14 spikes per trial, as in trained SHD n
 Each measurement runs in its own child process (so peak memory is per implementation) and
 reports seconds per training step (forward, backward, optimiser; median over repeats), seconds
 per SHD epoch (x 8156/32 batches) and peak resident memory of the process, plus the "working"
-memory above the process's footprint after imports and warm-up. The BPTT baseline is a dense
-PyTorch surrogate-gradient network of the same shape (torch is the optional ``bench`` extra).
+memory above the process's footprint after imports and warm-up. The BPTT baselines are a dense
+PyTorch surrogate-gradient network of the same shape, and the same network written with snnTorch
+as its users write it (torch and snntorch are the optional ``bench`` extra).
 """
 
 from __future__ import annotations
@@ -186,6 +187,75 @@ def _worker_torch(args) -> dict:
     return {"seconds_per_batch": float(np.median(times)), "peak_mb": _rss_mb(), "base_mb": base}
 
 
+def _worker_snntorch(args) -> dict:
+    """The same network and data with snnTorch, as its users build it: nn.Linear layers (their default
+    initialisation), (R)Synaptic neurons with the same decays, fast-sigmoid surrogate, reset to zero,
+    a non-spiking Synaptic output whose membrane is averaged with the weight e^{-t/T}, Adam."""
+    import snntorch as snn
+    import torch
+    from snntorch import surrogate
+
+    from .events import make_batch
+
+    torch.set_num_threads(args["threads"])
+    torch.set_flush_denormal(True)
+    torch.manual_seed(0)
+    ds = shd_like(args["batch"] * 2, args["steps"], 1.0, args["spikes"], seed=1, active_ms=args.get("active_ms"))
+    B, N, H = args["batch"], args["steps"], args["hidden"]
+
+    def dense(i):
+        sb = make_batch(ds, np.arange(i * B, (i + 1) * B), 1.0, N)
+        x = np.zeros((N, B, 700), dtype=np.float32)
+        for b in range(B):
+            for n in range(N):
+                x[n, b, sb.units[sb.ptr[b, n]:sb.ptr[b, n + 1]]] = 1.0
+        return torch.from_numpy(x), torch.from_numpy(sb.labels)
+
+    data = [dense(0), dense(1)]
+    a_m, b_s = float(np.exp(-1 / 20)), float(np.exp(-1 / 5))
+    grad = surrogate.fast_sigmoid()
+    fc_in = torch.nn.Linear(700, H, bias=False)
+    if args["recurrent"]:
+        hid = snn.RSynaptic(alpha=b_s, beta=a_m, linear_features=H, spike_grad=grad, reset_mechanism="zero")
+    else:
+        hid = snn.Synaptic(alpha=b_s, beta=a_m, spike_grad=grad, reset_mechanism="zero")
+    fc_out = torch.nn.Linear(H, 20, bias=False)
+    out = snn.Synaptic(alpha=b_s, beta=a_m, spike_grad=grad, reset_mechanism="none")
+    mods = torch.nn.ModuleList([fc_in, hid, fc_out, out])
+    opt = torch.optim.Adam(mods.parameters(), lr=1e-3)
+    w_t = torch.exp(-torch.arange(1, N + 1, dtype=torch.float32) / N).tolist()
+
+    def step(x, y):
+        if args["recurrent"]:
+            spk, syn, mem = hid.init_rsynaptic()
+        else:
+            syn, mem = hid.init_synaptic()
+        syn2, mem2 = out.init_synaptic()
+        acc = 0.0
+        cur_in = fc_in(x)  # (N, B, H) in one matrix product, as a user would
+        for n in range(N):
+            if args["recurrent"]:
+                spk, syn, mem = hid(cur_in[n], spk, syn, mem)
+            else:
+                spk, syn, mem = hid(cur_in[n], syn, mem)
+            _, syn2, mem2 = out(fc_out(spk), syn2, mem2)
+            acc = acc + w_t[n] * mem2
+        loss = torch.nn.functional.cross_entropy(acc / N, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+
+    base = _current_mb()
+    step(*data[0])
+    times = []
+    for r in range(args["repeats"]):
+        t0 = time.perf_counter()
+        step(*data[r % 2])
+        times.append(time.perf_counter() - t0)
+    return {"seconds_per_batch": float(np.median(times)), "peak_mb": _rss_mb(), "base_mb": base}
+
+
 def _child(kind: str, args: dict) -> dict:
     cmd = [sys.executable, "-m", "eventprop.bench", "--worker", kind, json.dumps(args)]
     env = dict(os.environ)
@@ -197,6 +267,7 @@ def _child(kind: str, args: dict) -> dict:
 
 
 def run_bench(threads: int = 2, repeats: int = 10, torch_baseline: bool = True, torch_repeats: int = 3,
+              snntorch_baseline: bool = True,
               spikes: float = 11000.0, batch: int = 32, hidden: int = 256, w_in: float = 0.013,
               memory_steps=(500, 5000), echo=print) -> dict:
     results = {"threads": threads, "batch": batch, "hidden": hidden, "spikes": spikes, "rows": []}
@@ -211,6 +282,9 @@ def run_bench(threads: int = 2, repeats: int = 10, torch_baseline: bool = True, 
         if torch_baseline:
             tb = _child("torch", {**base, "repeats": torch_repeats})
             rows.append(("torch BPTT " + ("recurrent" if rec else "feed-forward"), tb))
+            if snntorch_baseline:
+                sn = _child("snntorch", {**base, "repeats": torch_repeats})
+                rows.append(("snnTorch BPTT " + ("recurrent" if rec else "feed-forward"), sn))
         for name, r in rows:
             if "error" in r:
                 echo(f"{name:<28}  failed: {r['error']}")
@@ -223,10 +297,13 @@ def run_bench(threads: int = 2, repeats: int = 10, torch_baseline: bool = True, 
             echo(f"{name:<28}{r['seconds_per_batch']:>10.4f}{per_epoch:>10.2f}{r['peak_mb']:>10.0f}"
                  f"{r['peak_mb'] - r['base_mb']:>10.0f}  {note}")
             results["rows"].append({"name": name, "seconds_per_epoch": per_epoch, **r})
-        if torch_baseline and "error" not in ep and "error" not in rows[-1][1]:
-            ratio = rows[-1][1]["seconds_per_batch"] / ep["seconds_per_batch"]
-            echo(f"{'':<28}speed-up over BPTT: {ratio:.1f}x")
-            results["ratio_" + ("rec" if rec else "ffwd")] = ratio
+        tag = "rec" if rec else "ffwd"
+        for name, r in rows[1:]:
+            if "error" not in ep and "error" not in r:
+                ratio = r["seconds_per_batch"] / ep["seconds_per_batch"]
+                lib = "snntorch" if name.startswith("snnTorch") else "torch"
+                echo(f"{'':<28}speed-up over {name}: {ratio:.1f}x")
+                results[f"ratio_{lib}_{tag}"] = ratio
     echo("memory vs trial length (same input spike count, recurrent):")
     for kind in ["eventprop"] + (["torch"] if torch_baseline else []):
         line = []
@@ -249,7 +326,8 @@ def run_bench(threads: int = 2, repeats: int = 10, torch_baseline: bool = True, 
 if __name__ == "__main__":
     if len(sys.argv) >= 4 and sys.argv[1] == "--worker":
         kind, args = sys.argv[2], json.loads(sys.argv[3])
-        out = _worker_eventprop(args) if kind == "eventprop" else _worker_torch(args)
+        workers = {"eventprop": _worker_eventprop, "torch": _worker_torch, "snntorch": _worker_snntorch}
+        out = workers[kind](args)
         print(json.dumps(out))
     else:
         run_bench()

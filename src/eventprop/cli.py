@@ -221,7 +221,7 @@ def analyse(run, out, cls, sample, split, top):
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--repeats", type=int, default=10, show_default=True, help="timed training steps per measurement")
 @click.option("--torch/--no-torch", "use_torch", default=True, show_default=True,
-              help="also run the dense PyTorch BPTT baseline (needs the 'bench' extra)")
+              help="also run the BPTT baselines, dense PyTorch and snnTorch (need the 'bench' extra)")
 @click.option("--spikes", type=float, default=11000.0, show_default=True, help="input spikes per sample")
 @click.option("--hidden", type=int, default=256, show_default=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="also write the numbers to this file")
@@ -232,11 +232,13 @@ def bench(threads, repeats, use_torch, spikes, hidden, json_out):
 
     if use_torch:
         try:
+            import snntorch  # noqa: F401
             import torch  # noqa: F401
         except ImportError:
-            raise UserError("the BPTT baseline needs torch: pip install 'eventprop[bench]', or pass --no-torch") from None
-    res = run_bench(threads=threads, repeats=repeats, torch_baseline=use_torch, spikes=spikes, hidden=hidden,
-                    echo=click.echo)
+            raise UserError("the BPTT baselines need torch and snntorch: pip install 'eventprop[bench]', "
+                            "or pass --no-torch") from None
+    res = run_bench(threads=threads, repeats=repeats, torch_baseline=use_torch, snntorch_baseline=use_torch,
+                    spikes=spikes, hidden=hidden, echo=click.echo)
     if json_out:
         fio.write_json(json_out, res)
 
