@@ -155,12 +155,13 @@ def plot_runs(runs: list[Path], out: Path, sample: int = 0) -> list[Path]:
     ax.grid(axis="y", alpha=0.3)
     written.append(_savefig(fig, out / "summary_bars.png"))
     plt.close(fig)
-    # hidden activity over training: spikes per neuron and the fraction of silent neurons
+    # hidden activity over training: spikes per neuron, the fraction of silent neurons, and the
+    # norm of the input-weight gradient
     ms_all = {g: [_read_metrics(r) for r in rs] for g, rs in groups.items()}
     if any("hidden0_rate" in m for ms in ms_all.values() for m in ms):
-        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+        fig, axes = plt.subplots(1, 3, figsize=(16, 3.8))
         for gi, (g, ms) in enumerate(sorted(ms_all.items())):
-            for ax, key in zip(axes, ("hidden0_rate", "hidden0_silent")):
+            for ax, key in zip(axes, ("hidden0_rate", "hidden0_silent", "grad_norm_ff0")):
                 ys = [m[key] for m in ms if key in m]
                 if not ys:
                     continue
@@ -169,6 +170,8 @@ def plot_runs(runs: list[Path], out: Path, sample: int = 0) -> list[Path]:
                         ls="-" if gi < 10 else "--", label=g)
         axes[0].set_title("spikes per hidden neuron per trial (layer 0)")
         axes[1].set_title("fraction of hidden neurons silent in the epoch")
+        axes[2].set_title("gradient norm of the input weights (rms over batches)")
+        axes[2].set_yscale("log")
         for ax in axes:
             ax.set_xlabel("epoch")
             ax.grid(alpha=0.3)
