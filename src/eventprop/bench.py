@@ -113,16 +113,12 @@ def _worker_eventprop(args) -> dict:
             "hidden_spikes_per_neuron": float(np.mean(hid)), "input_spikes_per_sample": float(batches[0].counts().mean())}
 
 
-def _worker_torch(args) -> dict:
-    import torch
-
-    torch.set_num_threads(args["threads"])
-    torch.set_flush_denormal(True)  # decaying states reach denormals, which are very slow on CPUs
-    torch.manual_seed(0)
-    ds = shd_like(args["batch"] * 2, args["steps"], 1.0, args["spikes"], seed=1, active_ms=args.get("active_ms"))
+def _dense_data(args, torch):
+    """Two dense (steps, batch, 700) input tensors of the SHD-shaped workload, with labels."""
     from .events import make_batch
 
-    B, N, H = args["batch"], args["steps"], args["hidden"]
+    ds = shd_like(args["batch"] * 2, args["steps"], 1.0, args["spikes"], seed=1, active_ms=args.get("active_ms"))
+    B, N = args["batch"], args["steps"]
 
     def dense(i):
         sb = make_batch(ds, np.arange(i * B, (i + 1) * B), 1.0, N)
@@ -132,7 +128,38 @@ def _worker_torch(args) -> dict:
                 x[n, b, sb.units[sb.ptr[b, n]:sb.ptr[b, n + 1]]] = 1.0
         return torch.from_numpy(x), torch.from_numpy(sb.labels)
 
-    data = [dense(0), dense(1)]
+    return [dense(0), dense(1)]
+
+
+def _time_steps(forward, opt, data, repeats) -> dict:
+    """Median seconds of a training step (forward, cross-entropy of the readout, backward, Adam;
+    after one warm-up step), and memory."""
+    import torch
+
+    def step(x, y):
+        loss = torch.nn.functional.cross_entropy(forward(x, y), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    base = _current_mb()
+    step(*data[0])
+    times = []
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        step(*data[r % 2])
+        times.append(time.perf_counter() - t0)
+    return {"seconds_per_batch": float(np.median(times)), "peak_mb": _rss_mb(), "base_mb": base}
+
+
+def _worker_torch(args) -> dict:
+    import torch
+
+    torch.set_num_threads(args["threads"])
+    torch.set_flush_denormal(True)  # decaying states reach denormals, which are very slow on CPUs
+    torch.manual_seed(0)
+    B, N, H = args["batch"], args["steps"], args["hidden"]
+    data = _dense_data(args, torch)
     a_m, b_s = float(np.exp(-1 / 20)), float(np.exp(-1 / 5))
     c_f = 5.0 / (20 - 5) * (a_m - b_s)
     W_in = torch.nn.Parameter(torch.randn(700, H) * 0.01 + args["w_in"])
@@ -171,20 +198,9 @@ def _worker_torch(args) -> dict:
             s = Spike.apply(V)
             V = V * (1.0 - s)
             acc = acc + w_t[n] * Vo
-        loss = torch.nn.functional.cross_entropy(acc / N, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss
+        return acc / N
 
-    base = _current_mb()
-    step(*data[0])
-    times = []
-    for r in range(args["repeats"]):
-        t0 = time.perf_counter()
-        step(*data[r % 2])
-        times.append(time.perf_counter() - t0)
-    return {"seconds_per_batch": float(np.median(times)), "peak_mb": _rss_mb(), "base_mb": base}
+    return _time_steps(step, opt, data, args["repeats"])
 
 
 def _worker_snntorch(args) -> dict:
@@ -195,23 +211,11 @@ def _worker_snntorch(args) -> dict:
     import torch
     from snntorch import surrogate
 
-    from .events import make_batch
-
     torch.set_num_threads(args["threads"])
     torch.set_flush_denormal(True)
     torch.manual_seed(0)
-    ds = shd_like(args["batch"] * 2, args["steps"], 1.0, args["spikes"], seed=1, active_ms=args.get("active_ms"))
     B, N, H = args["batch"], args["steps"], args["hidden"]
-
-    def dense(i):
-        sb = make_batch(ds, np.arange(i * B, (i + 1) * B), 1.0, N)
-        x = np.zeros((N, B, 700), dtype=np.float32)
-        for b in range(B):
-            for n in range(N):
-                x[n, b, sb.units[sb.ptr[b, n]:sb.ptr[b, n + 1]]] = 1.0
-        return torch.from_numpy(x), torch.from_numpy(sb.labels)
-
-    data = [dense(0), dense(1)]
+    data = _dense_data(args, torch)
     a_m, b_s = float(np.exp(-1 / 20)), float(np.exp(-1 / 5))
     grad = surrogate.fast_sigmoid()
     fc_in = torch.nn.Linear(700, H, bias=False)
@@ -240,20 +244,9 @@ def _worker_snntorch(args) -> dict:
                 spk, syn, mem = hid(cur_in[n], syn, mem)
             _, syn2, mem2 = out(fc_out(spk), syn2, mem2)
             acc = acc + w_t[n] * mem2
-        loss = torch.nn.functional.cross_entropy(acc / N, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss
+        return acc / N
 
-    base = _current_mb()
-    step(*data[0])
-    times = []
-    for r in range(args["repeats"]):
-        t0 = time.perf_counter()
-        step(*data[r % 2])
-        times.append(time.perf_counter() - t0)
-    return {"seconds_per_batch": float(np.median(times)), "peak_mb": _rss_mb(), "base_mb": base}
+    return _time_steps(step, opt, data, args["repeats"])
 
 
 def _child(kind: str, args: dict) -> dict:
