@@ -107,3 +107,51 @@ def test_schedule_ease_in_and_plateau():
     for e, acc in enumerate([0.9] * 30 + [0.2] * 5, start=1):
         p.after_epoch(e, acc)
     assert p.lr() < 1.0
+
+
+def _tb_scalars(folder):
+    """(tag, step) -> value from the TensorBoard event files in ``folder`` (TFRecord of Event protos)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    out = {}
+    for path in sorted(folder.iterdir()):
+        with open(path, "rb") as f:
+            while True:
+                head = f.read(8)
+                if len(head) < 8:
+                    break
+                n = struct.unpack("<Q", head)[0]
+                f.read(4)
+                data = f.read(n)
+                f.read(4)
+                ev = event_pb2.Event()
+                ev.ParseFromString(data)
+                for v in ev.summary.value:
+                    out[(v.tag, ev.step)] = v.simple_value
+    return out
+
+
+def test_tensorboard_scalars_equal_the_metrics(tmp_path):
+    out = tmp_path / "run"
+    run(small_cfg("train.epochs=2", "train.tensorboard=true"), out, quiet=True, log=lambda *a: None)
+    sc = _tb_scalars(out / "tensorboard")
+    rows = read_metrics(out / "metrics.csv")
+    for r in rows:
+        e = int(r["epoch"])
+        for k in ("train_loss", "train_accuracy", "val_accuracy", "test_accuracy", "lr", "hidden0_rate",
+                  "grad_norm_ff0"):
+            assert sc[(k, e)] == pytest.approx(float(r[k]), rel=1e-6), k
+    # off by default: no folder
+    run(small_cfg("train.epochs=1"), tmp_path / "plain", quiet=True, log=lambda *a: None)
+    assert not (tmp_path / "plain" / "tensorboard").exists()
+
+
+def test_tensorboard_without_the_extra_is_one_line(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # import fails as if not installed
+    with pytest.raises(UserError, match=r"eventprop\[tensorboard\]"):
+        run(small_cfg("train.epochs=1", "train.tensorboard=true"), tmp_path / "run", quiet=True, log=lambda *a: None)
+    assert not (tmp_path / "run").exists()

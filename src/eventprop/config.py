@@ -150,6 +150,8 @@ class TrainConfig(_Strict):
     threads: Optional[int] = Field(None, ge=1)
     eval_batch_size: int = Field(256, ge=1)
     checkpoint_every: int = Field(1, ge=1)
+    tensorboard: bool = Field(False, description="also write the per-epoch metrics as TensorBoard scalars to "
+                              "<run folder>/tensorboard (needs the 'tensorboard' extra: tensorboardX)")
 
 
 class XvalConfig(_Strict):

@@ -51,7 +51,7 @@ def result_settings(cfg: RunConfig) -> dict:
     d = cfg.model_dump()
     d.pop("description")
     d.pop("xval")
-    for k in ("epochs", "threads", "eval_batch_size", "checkpoint_every"):
+    for k in ("epochs", "threads", "eval_batch_size", "checkpoint_every", "tensorboard"):
         d["train"].pop(k)
     for k in ("path", "download"):
         d["data"].pop(k)
@@ -170,6 +170,12 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
         raise UserError(f"--resume: no checkpoint.npz in {str(out)!r}")
     if not resume and ckpt_path.exists():
         raise UserError(f"output folder {str(out)!r} already holds a run; use --resume or another --out")
+    tb_writer = None
+    if cfg.train.tensorboard:
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            raise UserError("train.tensorboard needs tensorboardX: pip install 'eventprop[tensorboard]'") from None
     data = data or load_data(cfg)  # before creating anything: a data error leaves no run folder behind
     from .gradcheck import regime_warnings
 
@@ -223,6 +229,8 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
         f"{spec.output.kind} output), loss {loss.name}, dt {spec.dt} ms, T {n_steps * spec.dt:g} ms, "
         f"{t.epochs} epochs of {n_batches} batches -> {out}")
 
+    if t.tensorboard:
+        tb_writer = SummaryWriter(logdir=str(out / "tensorboard"))
     for epoch in range(start_epoch, t.epochs):
         t0 = time.perf_counter()  # the epoch's time includes augmentation and batching
         rng = np.random.default_rng([t.seed, epoch, 7])
@@ -291,6 +299,11 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
         state.update({"epoch": np.array(epoch + 1), "metrics_json": np.array(json.dumps(rows)),
                       "best_json": np.array(json.dumps(best))})
         fio.write_text(out / "metrics.csv", _metrics_csv(rows, fields))
+        if tb_writer is not None:
+            for k, v in row.items():
+                if k != "epoch" and v is not None:
+                    tb_writer.add_scalar(k, float(v), epoch + 1)
+            tb_writer.flush()
         if (epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == t.epochs:
             fio.save_npz(ckpt_path, state)
         msg = (f"epoch {epoch + 1:3d}/{t.epochs}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}")
@@ -303,6 +316,8 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
             msg += f" | {skipped} batches skipped (non-finite gradient or adjoint at its bound)"
         log(msg)
         fio.write_json(out / "summary.json", summarise(cfg, rows, best, select, finished=(epoch + 1 == t.epochs)))
+    if tb_writer is not None:
+        tb_writer.close()
     summary = summarise(cfg, rows, best, select, finished=True)
     fio.write_json(out / "summary.json", summary)
     return summary
