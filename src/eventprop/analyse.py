@@ -129,7 +129,9 @@ def analyse(run: str | Path, out: str | Path | None = None, cls: int | None = No
     mean_cls = counts[members].mean(axis=0)
     top_ids = np.argsort(-mean_cls, kind="stable")[:top]
     t_sp, n_sp = fw.hidden_spikes(0, L)
-    m_sp = np.minimum(np.ceil(t_sp / spec.dt - 1e-9).astype(np.int64), n_steps)
+    st, nid, _ = fw.tape(0)  # the grid step at which each spike arrives, as the tape records it
+    lo = int(fw._lay.noff[L])
+    m_sp = st[(nid >= lo) & (nid < lo + H)]
     sums, wsums, per_neuron = [], [], []
     for i in top_ids:
         sel = n_sp == i
