@@ -25,7 +25,6 @@ after it was emitted). The hidden layer analysed is the last one (the one that d
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -35,28 +34,16 @@ from .plots import _mpl, _read_metrics, _savefig
 
 
 def _load(run: Path, split: str):
-    from .config import load_file, validate
-    from .network import check_params
-    from .train import build_loss, build_spec, load_checkpoint, load_data, n_steps_of
+    from .train import load_run
 
-    if not (run / "config.yaml").is_file():
-        raise UserError(f"{str(run)!r} is not a results folder (no config.yaml)")
-    cfg = validate(load_file(run / "config.yaml"))
-    ck = run / "best.npz" if (run / "best.npz").is_file() else run / "checkpoint.npz"
-    if not ck.is_file():
-        raise UserError(f"{str(run)!r} holds no checkpoint (best.npz or checkpoint.npz)")
-    params = load_checkpoint(ck)
-    data = load_data(cfg)
+    cfg, spec, params, data, loss, n_steps = load_run(run)
     ds = data.get(split)
     if ds is None or len(ds) == 0:
         raise UserError(f"dataset {cfg.data.name} has no {split} split in this run's config")
-    spec = build_spec(cfg, data["train"].n_units * cfg.data.delay_copies, data["train"].n_classes)
-    check_params(spec, params)
-    loss = build_loss(cfg)
     if loss.output_kind != "li":
         raise UserError(f"analyse: the lambda analysis needs a leaky-integrator output; loss {loss.name} "
                         "uses spiking outputs")
-    return cfg, spec, params, ds, loss, n_steps_of(cfg)
+    return cfg, spec, params, ds, loss, n_steps
 
 
 def _batch(cfg, spec, ds, idx, n_steps):

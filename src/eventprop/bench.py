@@ -214,7 +214,7 @@ def _worker_snntorch(args) -> dict:
     torch.set_num_threads(args["threads"])
     torch.set_flush_denormal(True)
     torch.manual_seed(0)
-    B, N, H = args["batch"], args["steps"], args["hidden"]
+    N, H = args["steps"], args["hidden"]
     data = _dense_data(args, torch)
     a_m, b_s = float(np.exp(-1 / 20)), float(np.exp(-1 / 5))
     grad = surrogate.fast_sigmoid()

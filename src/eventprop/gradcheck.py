@@ -264,7 +264,6 @@ def reduce_problem(spec: NetworkSpec, params: dict, samples: list, T: float, los
     new = NetworkSpec(len(keep_in), hidden, output, dt=spec.dt, grazing_eps=spec.grazing_eps)
     p = {}
     pre = [keep_in] + keep_h
-    n_pre = [spec.n_in] + [h.size for h in spec.hidden]
     def rescale(w_full, rows, cols):
         w_full = np.asarray(w_full, np.float64)
         mu = w_full[:, cols].mean(axis=0)

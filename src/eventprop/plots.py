@@ -188,25 +188,18 @@ def plot_runs(runs: list[Path], out: Path, sample: int = 0) -> list[Path]:
 
 def plot_sample(run: Path, out: Path, sample: int, tag: str) -> list[Path]:
     """Spike raster (hidden and output) and lambda_V / lambda_I of the correct output neuron."""
-    from .config import load_file, validate
     from .events import make_batch
     from .losses import value_and_grad
-    from .train import build_loss, build_spec, load_checkpoint, load_data, n_steps_of
+    from .train import load_run
 
     plt = _mpl()
-    cfg = validate(load_file(run / "config.yaml"))
-    ck = run / "best.npz" if (run / "best.npz").is_file() else run / "checkpoint.npz"
-    params = load_checkpoint(ck)
-    data = load_data(cfg)
+    cfg, spec, params, data, loss, n_steps = load_run(run)
     split = "test" if data["test"] is not None else "val" if data["val"] is not None else "train"
     ds = data[split]
     if not 0 <= sample < len(ds):
         raise UserError(f"--sample {sample}: the evaluation set has {len(ds)} samples")
-    spec = build_spec(cfg, ds.n_units * cfg.data.delay_copies, ds.n_classes)
-    n_steps = n_steps_of(cfg)
     batch = make_batch(ds, np.array([sample]), spec.dt, n_steps, delay_copies=cfg.data.delay_copies,
                        delay_ms=cfg.data.delay_ms)
-    loss = build_loss(cfg)
     _, _, res, fw, (lamV, lamI) = value_and_grad(spec, params, batch, loss, record=0)
     label = int(batch.labels[0])
     t_grid = np.arange(n_steps + 1) * spec.dt

@@ -354,3 +354,24 @@ def load_checkpoint(path) -> dict[str, np.ndarray]:
     if not params:
         raise DataError(f"checkpoint {str(path)!r} holds no parameters")
     return params
+
+
+def load_run(run) -> tuple:
+    """A results folder's (config, spec, parameters, data splits, loss, n_steps), parameters from
+    best.npz (else checkpoint.npz), checked against the spec; one-line errors for a folder that is
+    not a run."""
+    from .config import load_file, validate
+    from .network import check_params
+
+    run = Path(run)
+    if not (run / "config.yaml").is_file():
+        raise UserError(f"{str(run)!r} is not a results folder (no config.yaml)")
+    cfg = validate(load_file(run / "config.yaml"))
+    ck = run / "best.npz" if (run / "best.npz").is_file() else run / "checkpoint.npz"
+    if not ck.is_file():
+        raise UserError(f"{str(run)!r} holds no checkpoint (best.npz or checkpoint.npz)")
+    params = load_checkpoint(ck)
+    data = load_data(cfg)
+    spec = build_spec(cfg, data["train"].n_units * cfg.data.delay_copies, data["train"].n_classes)
+    check_params(spec, params)
+    return cfg, spec, params, data, build_loss(cfg), n_steps_of(cfg)
