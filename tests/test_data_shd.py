@@ -243,3 +243,25 @@ def test_download_zip_and_gz_with_checksums(tmp_path, monkeypatch):
     monkeypatch.setattr(shd_mod, "SOURCES", [(url, ".h5.zip", {"shd_train.h5.zip": "0" * 32})])
     with pytest.raises(DataError, match="MD5"):
         load_shd(tmp_path / "c")
+
+
+def test_read_on_grid_chunk_by_chunk(tmp_path, monkeypatch):
+    """grid=(dt, n_steps) bins each chunk while reading: the same data as binning afterwards,
+    4 bytes per spike, used for training as it is."""
+    from eventprop.events import binned, make_batch
+
+    p, _ = write_split(tmp_path, "shd_train.h5", 23, seed=3)
+    full = read_hsd_file(p)
+    monkeypatch.setattr(shd_mod, "_READ_CHUNK", 5)  # several chunks
+    g = read_hsd_file(p, grid=(2.0, 500))
+    ref = full.on_grid(2.0, 500)
+    assert g.times.dtype == np.uint16 and g.units.dtype == np.uint16 and g.time_unit == 2.0
+    np.testing.assert_array_equal(g.offsets, ref.offsets)
+    np.testing.assert_array_equal(g.times, ref.times)
+    np.testing.assert_array_equal(g.units, ref.units)
+    assert binned(g, 2.0, 500)[0] is g.times
+    idx = np.arange(23)
+    np.testing.assert_array_equal(make_batch(g, idx, 2.0, 500).units, make_batch(full, idx, 2.0, 500).units)
+    bad = _bad(tmp_path, times=[[0.1, -0.2], [0.3]])
+    with pytest.raises(DataError, match="negative spike time .*sample 0"):
+        read_hsd_file(bad, grid=(1.0, 100))

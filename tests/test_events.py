@@ -78,3 +78,50 @@ def test_random_shift_kernel_matches_numpy_definition(seed, f):
     np.testing.assert_array_equal(out.units, units[keep])
     np.testing.assert_array_equal(out.times, ds.times[keep])
     np.testing.assert_array_equal(np.diff(out.offsets), np.bincount(ids[keep], minlength=len(ds)))
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), f=st.integers(0, 12), copies=st.sampled_from([1, 3]))
+def test_shift_while_gathering_equals_shifted_dataset(seed, f, copies):
+    """The trainer's shift applied in the batch kernel gives the batch of the shifted dataset."""
+    from eventprop.data import random_shift
+
+    ds = random_ds(seed)
+    shifted = random_shift(ds, f, np.random.default_rng(seed))
+    shifts = np.random.default_rng(seed).integers(-f, f + 1, size=len(ds))  # the same draw
+    idx = np.random.default_rng(seed + 1).permutation(len(ds))[:7]
+    a = make_batch(shifted, idx, 1.0, 30, delay_copies=copies, delay_ms=4.0)
+    b = make_batch(ds, idx, 1.0, 30, delay_copies=copies, delay_ms=4.0, unit_shift=shifts[idx])
+    np.testing.assert_array_equal(a.ptr - a.ptr[0, 0], b.ptr - b.ptr[0, 0])
+    np.testing.assert_array_equal(a.units, b.units)
+
+
+def test_on_grid_dataset_is_compact_and_gives_the_same_batches():
+    from eventprop.data import random_dilate
+
+    ds = random_ds(11, n=30)
+    g = ds.on_grid(1.0, 30)
+    assert g.times.dtype == np.uint16 and g.units.dtype == np.uint16 and g.time_unit == 1.0
+    assert g.times.nbytes + g.units.nbytes == 4 * len(g.times)
+    idx = np.arange(30)[::-1]
+    for copies in (1, 3):
+        a = make_batch(ds, idx, 1.0, 30, delay_copies=copies, delay_ms=4.0)
+        b = make_batch(g, idx, 1.0, 30, delay_copies=copies, delay_ms=4.0)
+        np.testing.assert_array_equal(a.ptr, b.ptr)
+        np.testing.assert_array_equal(a.units, b.units)
+    # the on-grid dataset is used as it is (no binned copy), and its subsets too
+    from eventprop.events import binned
+
+    assert binned(g, 1.0, 30)[0] is g.times
+    sub = g.subset(np.array([4, 2]))
+    assert binned(sub, 1.0, 30)[0] is sub.times
+    # a coarser grid or a shorter trial re-bins from the step-start times
+    np.testing.assert_array_equal(make_batch(g, idx, 2.0, 15).units, make_batch(ds.on_grid(1.0, 30), idx, 2.0, 15).units)
+    # times come out in ms
+    t, u = g.sample(3)
+    s_ref, u_ref = bin_events(*ds.sample(3), ds.n_units, 1.0, 30)
+    assert t.dtype == np.float64
+    np.testing.assert_array_equal(t, s_ref * 1.0)
+    np.testing.assert_array_equal(u, u_ref)
+    d = random_dilate(g, 2.0, 2.0, np.random.default_rng(0))  # works on ms, not on ticks
+    np.testing.assert_allclose(d.sample(3)[0], 2.0 * t)

@@ -155,3 +155,35 @@ def test_tensorboard_without_the_extra_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=r"eventprop\[tensorboard\]"):
         run(small_cfg("train.epochs=1", "train.tensorboard=true"), tmp_path / "run", quiet=True, log=lambda *a: None)
     assert not (tmp_path / "run").exists()
+
+
+def _metric_rows(out):
+    skip = {"seconds", "eval_seconds"}
+    return [{k: v for k, v in r.items() if k not in skip} for r in read_metrics(out / "metrics.csv")]
+
+
+def test_on_grid_data_and_batch_time_shift_give_the_numbers_of_the_plain_path(tmp_path, monkeypatch):
+    """SHD-format data held on the grid (4 bytes per spike) trains to exactly the numbers of the
+    float-time dataset, and the shift applied while batching to those of shifting a copy of the
+    training set every epoch (the path the trainer took before)."""
+    from pathlib import Path
+
+    import eventprop.train as tr
+
+    spoken = Path(__file__).resolve().parents[2] / "shared" / "data" / "spoken-dev"
+    if not spoken.is_dir():
+        pytest.fail(f"spoken-dev not found in {spoken} (shared/ must sit beside the repository)")
+    sets = [f"data.name=shd", f"data.path={spoken}", "data.trial_ms=300", "data.limit_train=48", "data.limit_test=24",
+            "data.n_val=0", "data.augment.shift=10", "data.delay_copies=2", "data.delay_ms=20", "model.dt_ms=1.0",
+            "model.hidden=[12]", "model.recurrent=true", "model.init.input_mean=0.0", "model.init.input_sd=0.3",
+            "model.init.out_mean=0.0", "model.init.out_sd=0.1", "loss.name=sum_exp", "train.epochs=2",
+            "train.batch_size=16", "train.lr=5e-3"]
+    quiet = dict(quiet=True, log=lambda *a: None)
+    run(resolve(None, sets), tmp_path / "plain", **quiet)
+    run(resolve(None, sets + ["data.on_grid=true"]), tmp_path / "grid", **quiet)
+    ref = _metric_rows(tmp_path / "plain")
+    assert _metric_rows(tmp_path / "grid") == ref
+    # the trainer as it was: an augmented (shifted) copy of the training set every epoch
+    monkeypatch.setattr(tr, "SHIFT_WHILE_BATCHING", False)
+    run(resolve(None, sets), tmp_path / "copy", **quiet)
+    assert _metric_rows(tmp_path / "copy") == ref

@@ -5,12 +5,11 @@ from numba import njit
 
 
 @njit(cache=True)
-def bin_all(times, units, offsets, dt, n_steps, n_units):
-    """Bin every sample onto the grid: step = floor(t / dt), cropped to [0, n_steps), sorted by
-    step then unit, at most one spike per (unit, step). Returns (steps, units, offsets)."""
+def bin_all(times, units, offsets, scale, dt, n_steps, n_units, out_s, out_u):
+    """Bin every sample onto the grid: step = floor(t / dt) with t = times * scale, cropped to
+    [0, n_steps), sorted by step then unit, at most one spike per (unit, step). Writes the steps
+    and units to out_s[:pos], out_u[:pos] (as long as times); returns (pos, offsets)."""
     S = offsets.shape[0] - 1
-    out_s = np.empty(times.shape[0], dtype=np.int32)
-    out_u = np.empty(times.shape[0], dtype=np.int32)
     out_off = np.zeros(S + 1, dtype=np.int64)
     count = np.zeros(n_steps + 1, dtype=np.int64)
     last = np.full(n_units, -1, dtype=np.int64)
@@ -20,7 +19,7 @@ def bin_all(times, units, offsets, dt, n_steps, n_units):
         for k in range(n_steps + 1):
             count[k] = 0
         for e in range(a, b):
-            st = int(np.floor(times[e] / dt + 1e-9))  # grid-aligned times land in their own step
+            st = int(np.floor(times[e] * scale / dt + 1e-9))  # grid-aligned times land in their own step
             if 0 <= st < n_steps and 0 <= units[e] < n_units:
                 count[st + 1] += 1
         for k in range(n_steps):
@@ -30,7 +29,7 @@ def bin_all(times, units, offsets, dt, n_steps, n_units):
         n_in = count[n_steps]
         tmp_u = np.empty(n_in, dtype=np.int32)
         for e in range(a, b):
-            st = int(np.floor(times[e] / dt + 1e-9))
+            st = int(np.floor(times[e] * scale / dt + 1e-9))
             if 0 <= st < n_steps and 0 <= units[e] < n_units:
                 tmp_u[fill[st]] = units[e]
                 fill[st] += 1
@@ -55,33 +54,40 @@ def bin_all(times, units, offsets, dt, n_steps, n_units):
                     out_u[pos] = u
                     pos += 1
         out_off[s + 1] = pos
-    return out_s[:pos].copy(), out_u[:pos].copy(), out_off
+    return pos, out_off
 
 
 @njit(cache=True)
-def _place_sample(steps, units, a, b, keep, koff, delay_copies, delay_steps, n_steps, n_units, slot, out, base):
-    """Walk one sample's kept events and their delayed copies (copies in order, so within a step
-    units stay sorted by (copy, unit) = by unit id), dropping those past the trial end. With an
-    empty ``out`` it counts events per step into slot[step + 1]; otherwise it writes unit ids to
+def _place_sample(steps, units, a, b, keep, koff, shift, delay_copies, delay_steps, n_steps, n_units, slot, out,
+                  base):
+    """Walk one sample's kept events, their channels moved by ``shift`` (those leaving
+    [0, n_units) dropped), and their delayed copies (copies in order, so within a step units stay
+    sorted by (copy, unit) = by unit id), dropping those past the trial end. With an empty
+    ``out`` it counts events per step into slot[step + 1]; otherwise it writes unit ids to
     out[base + slot[step]] and advances slot[step]."""
     count_only = out.shape[0] == 0
     for c in range(delay_copies):
         for e in range(a, b):
             if keep[koff + e - a] == 0:
                 continue
-            st = steps[e] + c * delay_steps
+            u = np.int64(units[e]) + shift
+            if u < 0 or u >= n_units:
+                continue
+            st = np.int64(steps[e]) + c * delay_steps
             if st < n_steps:
                 if count_only:
                     slot[st + 1] += 1
                 else:
-                    out[base + slot[st]] = units[e] + c * n_units
+                    out[base + slot[st]] = u + c * n_units
                     slot[st] += 1
 
 
 @njit(cache=True)
-def gather_batch(steps, units, offsets, idx, keep, n_steps, delay_copies, delay_steps, n_units):
+def gather_batch(steps, units, offsets, idx, keep, shifts, n_steps, delay_copies, delay_steps, n_units):
     """CSR batch of samples idx from pre-binned events. keep: per gathered event (after the
-    per-sample order), 1 to keep (input dropout); delay_copies > 1 adds delayed copies."""
+    per-sample order), 1 to keep (input dropout); shifts: per batch sample, added to its channel
+    ids (the shift augmentation, applied here so no shifted copy of the dataset is made);
+    delay_copies > 1 adds delayed copies."""
     B = idx.shape[0]
     ptr = np.zeros((B, n_steps + 1), dtype=np.int64)
     total = 0
@@ -97,13 +103,13 @@ def gather_batch(steps, units, offsets, idx, keep, n_steps, delay_copies, delay_
         s = idx[j]
         a, b = offsets[s], offsets[s + 1]
         cnt[:] = 0
-        _place_sample(steps, units, a, b, keep, kpos, delay_copies, delay_steps, n_steps, n_units, cnt, no_out, 0)
+        _place_sample(steps, units, a, b, keep, kpos, shifts[j], delay_copies, delay_steps, n_steps, n_units, cnt, no_out, 0)
         for k in range(n_steps):
             cnt[k + 1] += cnt[k]
         ptr[j, 0] = pos
         for k in range(n_steps):
             ptr[j, k + 1] = pos + cnt[k + 1]
-        _place_sample(steps, units, a, b, keep, kpos, delay_copies, delay_steps, n_steps, n_units, cnt.copy(), out, pos)
+        _place_sample(steps, units, a, b, keep, kpos, shifts[j], delay_copies, delay_steps, n_steps, n_units, cnt.copy(), out, pos)
         pos += cnt[n_steps]
         kpos += b - a
     return ptr, out[:pos].copy()

@@ -29,6 +29,7 @@ import time
 import numpy as np
 
 SHD_TRAIN = 8156
+SHD_TEST = 2264
 
 
 def shd_like(n_samples: int, n_steps: int = 1400, dt: float = 1.0, spikes: float = 11000.0, n_units: int = 700,
@@ -111,6 +112,40 @@ def _worker_eventprop(args) -> dict:
         hid.append(fw.spike_counts[0].mean())
     return {"seconds_per_batch": float(np.median(times)), "peak_mb": _rss_mb(), "base_mb": base,
             "hidden_spikes_per_neuron": float(np.mean(hid)), "input_spikes_per_sample": float(batches[0].counts().mean())}
+
+
+def _worker_trainer(args) -> dict:
+    """The whole trainer (``train.run``: shift augmentation, batching, forward, loss and
+    regulariser, backward, Adam, then the test-set evaluation) on the paper's SHD recipe
+    (configs/shd_sum_exp_recurrent.yaml: shift 40, batch 32, regulariser, sum_exp), with the
+    compute-only measurement's network and input weights. Two epochs; the second is timed."""
+    import tempfile
+
+    from .config import validate
+    from .engine import set_threads
+    from .train import run
+
+    set_threads(args["threads"])
+    train = shd_like(args["n_train"], args["steps"], 1.0, args["spikes"], seed=1)
+    test = shd_like(args["n_test"], args["steps"], 1.0, args["spikes"], seed=2)
+    cfg = validate({
+        "data": {"name": "shd", "trial_ms": float(args["steps"]), "n_val": 0, "augment": {"shift": 40}},
+        "model": {"dt_ms": 1.0, "hidden": [args["hidden"]], "recurrent": args["recurrent"], "tau_mem": 20.0,
+                  "tau_syn": 5.0, "init": {"input_mean": args["w_in"], "input_sd": 0.01, "rec_sd": 0.02, "out_sd": 0.03}},
+        "loss": {"name": "sum_exp", "tau0": 1.0, "tau1": 100.0, "alpha": 5e-5},
+        "reg": {"k_upper": 2e-7, "k_lower": 2e-7, "nu": 14.0},
+        "train": {"epochs": 2, "batch_size": args["batch"], "lr": 1e-3, "ease_in": False, "select": "train",
+                  "eval_batch_size": 256, "threads": args["threads"]},
+    })
+    tm: list = []
+    with tempfile.TemporaryDirectory() as d:
+        run(cfg, d, data={"train": train, "val": None, "test": test}, quiet=True, log=lambda *a: None, timings=tm)
+    last = tm[-1]
+    scale = SHD_TRAIN / args["n_train"]
+    return {"seconds_per_epoch": last["total"] * scale, "seconds_per_batch": last["total"] / -(-args["n_train"] // args["batch"]),
+            "eval_seconds_shd_test": last["eval"] * SHD_TEST / args["n_test"],
+            "breakdown": {k: v * scale for k, v in last.items() if k not in ("total", "eval")},
+            "peak_mb": _rss_mb(), "base_mb": 0.0}
 
 
 def _dense_data(args, torch):
@@ -265,7 +300,7 @@ def _child(kind: str, args: dict) -> dict:
 def run_bench(threads: int = 2, repeats: int = 10, torch_baseline: bool = True, torch_repeats: int = 3,
               snntorch_baseline: bool = True,
               spikes: float = 11000.0, batch: int = 32, hidden: int = 256, w_in: float = 0.013,
-              memory_steps=(500, 5000), echo=print) -> dict:
+              memory_steps=(500, 5000), trainer: bool = True, trainer_samples: int = 512, echo=print) -> dict:
     results = {"threads": threads, "batch": batch, "hidden": hidden, "spikes": spikes, "rows": []}
     echo(f"SHD-shaped workload: 700-{hidden}-20, dt 1 ms, batch {batch}, ~{spikes:.0f} input spikes/sample, "
          f"{threads} threads; epoch = {SHD_TRAIN} samples")
@@ -275,6 +310,9 @@ def run_bench(threads: int = 2, repeats: int = 10, torch_baseline: bool = True, 
                     recurrent=rec, w_in=w_in)
         ep = _child("eventprop", base)
         rows = [("eventprop " + ("recurrent" if rec else "feed-forward"), ep)]
+        if trainer:
+            tr = _child("trainer", {**base, "n_train": trainer_samples, "n_test": 256})
+            rows.append(("  whole trainer", tr))
         if torch_baseline:
             tb = _child("torch", {**base, "repeats": torch_repeats})
             rows.append(("torch BPTT " + ("recurrent" if rec else "feed-forward"), tb))
@@ -286,15 +324,20 @@ def run_bench(threads: int = 2, repeats: int = 10, torch_baseline: bool = True, 
                 echo(f"{name:<28}  failed: {r['error']}")
                 results["rows"].append({"name": name, **r})
                 continue
-            per_epoch = r["seconds_per_batch"] * SHD_TRAIN / batch
+            per_epoch = r.get("seconds_per_epoch", r["seconds_per_batch"] * SHD_TRAIN / batch)
             note = ""
+            if "breakdown" in r:
+                note = ("per epoch: " + ", ".join(f"{k} {v:.2f}" for k, v in r["breakdown"].items())
+                        + f"; test-set evaluation ({SHD_TEST} samples) {r['eval_seconds_shd_test']:.2f} s")
             if "hidden_spikes_per_neuron" in r:
                 note = f"{r['input_spikes_per_sample']:.0f} in-spikes, {r['hidden_spikes_per_neuron']:.1f} hidden spikes/neuron"
-            echo(f"{name:<28}{r['seconds_per_batch']:>10.4f}{per_epoch:>10.2f}{r['peak_mb']:>10.0f}"
-                 f"{r['peak_mb'] - r['base_mb']:>10.0f}  {note}")
+            work = f"{r['peak_mb'] - r['base_mb']:>10.0f}" if r["base_mb"] else f"{'':>10}"
+            echo(f"{name:<28}{r['seconds_per_batch']:>10.4f}{per_epoch:>10.2f}{r['peak_mb']:>10.0f}{work}  {note}")
             results["rows"].append({"name": name, "seconds_per_epoch": per_epoch, **r})
         tag = "rec" if rec else "ffwd"
         for name, r in rows[1:]:
+            if name.strip() == "whole trainer":
+                continue
             if "error" not in ep and "error" not in r:
                 ratio = r["seconds_per_batch"] / ep["seconds_per_batch"]
                 lib = "snntorch" if name.startswith("snnTorch") else "torch"
@@ -322,7 +365,7 @@ def run_bench(threads: int = 2, repeats: int = 10, torch_baseline: bool = True, 
 if __name__ == "__main__":
     if len(sys.argv) >= 4 and sys.argv[1] == "--worker":
         kind, args = sys.argv[2], json.loads(sys.argv[3])
-        workers = {"eventprop": _worker_eventprop, "torch": _worker_torch, "snntorch": _worker_snntorch}
+        workers = {"eventprop": _worker_eventprop, "trainer": _worker_trainer, "torch": _worker_torch, "snntorch": _worker_snntorch}
         out = workers[kind](args)
         print(json.dumps(out))
     else:

@@ -224,8 +224,10 @@ def analyse(run, out, cls, sample, split, top):
               help="also run the BPTT baselines, dense PyTorch and snnTorch (need the 'bench' extra)")
 @click.option("--spikes", type=float, default=11000.0, show_default=True, help="input spikes per sample")
 @click.option("--hidden", type=int, default=256, show_default=True)
+@click.option("--trainer/--no-trainer", default=True, show_default=True,
+              help="also time the whole trainer (augmentation, batching, Adam, evaluation) on the paper's SHD recipe")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="also write the numbers to this file")
-def bench(threads, repeats, use_torch, spikes, hidden, json_out):
+def bench(threads, repeats, use_torch, spikes, hidden, trainer, json_out):
     """Speed and memory on an SHD-shaped workload, EventProp vs dense surrogate-gradient BPTT."""
     from . import io as fio
     from .bench import run_bench
@@ -238,7 +240,7 @@ def bench(threads, repeats, use_torch, spikes, hidden, json_out):
             raise UserError("the BPTT baselines need torch and snntorch: pip install 'eventprop[bench]', "
                             "or pass --no-torch") from None
     res = run_bench(threads=threads, repeats=repeats, torch_baseline=use_torch, snntorch_baseline=use_torch,
-                    spikes=spikes, hidden=hidden, echo=click.echo)
+                    spikes=spikes, hidden=hidden, trainer=trainer, echo=click.echo)
     if json_out:
         fio.write_json(json_out, res)
 

@@ -56,6 +56,8 @@ class DataConfig(_Strict):
     delay_copies: int = Field(1, ge=1, description="delay-line input: copies of the input (1 = off)")
     delay_ms: float = Field(30.0, ge=0, description="delay between consecutive copies of the delay line")
     augment: AugmentConfig = AugmentConfig()
+    on_grid: bool = Field(False, description="hold the data binned on the model's grid: 16-bit steps and channels, "
+                          "4 bytes per spike (for SSC-sized sets); dilate/blend then see step-start times")
 
 
 class InitConfig(_Strict):

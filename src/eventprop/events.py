@@ -24,14 +24,18 @@ from .errors import DataError
 class EventDataset:
     """A labelled spike dataset held as ragged arrays.
 
-    times:    float64 (total_spikes,), spike times in ms, relative to the sample start.
-    units:    int32 (total_spikes,), input channel of each spike, in [0, n_units).
+    times:    float64 or float32 (total_spikes,), spike times in ms, relative to the sample start;
+              or, when ``time_unit`` is set, integer ticks: t = times * time_unit ms.
+    units:    int32 or uint16 (total_spikes,), input channel of each spike, in [0, n_units).
     offsets:  int64 (n_samples + 1,), sample i owns times[offsets[i]:offsets[i + 1]].
     labels:   int64 (n_samples,), class of each sample, in [0, n_classes).
     n_units:  number of input channels.
     n_classes: number of classes.
     speakers: optional int64 (n_samples,), speaker id (for leave-one-speaker-out folds).
     name:     a short name for messages.
+    time_unit: None (times in ms) or the length of one tick in ms (times are integer ticks). A
+              dataset made by :meth:`on_grid` holds step indices (uint16) and channels (uint16):
+              4 bytes per spike, and it is its own binned form (nothing is copied to train on it).
     """
 
     times: np.ndarray
@@ -43,10 +47,19 @@ class EventDataset:
     speakers: np.ndarray | None = None
     name: str = "dataset"
     class_names: list[str] = field(default_factory=list)
+    time_unit: float | None = None
 
     def __post_init__(self) -> None:
-        self.times = np.ascontiguousarray(self.times, dtype=np.float64)
-        self.units = np.ascontiguousarray(self.units, dtype=np.int32)
+        t = np.asarray(self.times)
+        if self.time_unit is None:
+            self.times = np.ascontiguousarray(t, dtype=np.float32 if t.dtype == np.float32 else np.float64)
+        else:
+            if t.dtype.kind not in "iu":
+                raise DataError(f"{self.name}: with time_unit set, times must be integer ticks, found {t.dtype}")
+            self.time_unit = float(self.time_unit)
+            self.times = np.ascontiguousarray(t)
+        u = np.asarray(self.units)
+        self.units = np.ascontiguousarray(u, dtype=np.uint16 if u.dtype == np.uint16 else np.int32)
         self.offsets = np.ascontiguousarray(self.offsets, dtype=np.int64)
         self.labels = np.ascontiguousarray(self.labels, dtype=np.int64)
         if self.speakers is not None:
@@ -62,7 +75,7 @@ class EventDataset:
         if n and (self.offsets[0] != 0 or self.offsets[-1] != len(self.times) or np.any(np.diff(self.offsets) < 0)):
             raise DataError(f"{self.name}: offsets must rise from 0 to the number of spikes")
         if len(self.times):
-            if not np.all(np.isfinite(self.times)):
+            if self.time_unit is None and not np.all(np.isfinite(self.times)):
                 raise DataError(f"{self.name}: spike times contain NaN or infinite values")
             if self.times.min() < 0:
                 raise DataError(f"{self.name}: negative spike time {self.times.min():g} ms; expected times >= 0")
@@ -81,8 +94,41 @@ class EventDataset:
         return len(self.labels)
 
     def sample(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Spike times (ms, float64) and units of sample i."""
         a, b = self.offsets[i], self.offsets[i + 1]
-        return self.times[a:b], self.units[a:b]
+        t = self.times[a:b]
+        return (t * self.time_unit if self.time_unit is not None else t.astype(np.float64, copy=False)), self.units[a:b]
+
+    def times_ms(self) -> np.ndarray:
+        """All spike times in ms as float64 (a view when they are held that way)."""
+        if self.time_unit is not None:
+            return self.times * self.time_unit
+        return self.times.astype(np.float64, copy=False)
+
+    def nbytes(self) -> int:
+        """Memory held by the spike arrays (times, units, offsets)."""
+        return int(self.times.nbytes + self.units.nbytes + self.offsets.nbytes)
+
+    def on_grid(self, dt: float, n_steps: int) -> "EventDataset":
+        """This dataset binned onto the grid (see the module docstring) and held compactly: step
+        indices as ticks of ``dt`` and channels, 16 bits each where they fit (4 bytes per spike
+        instead of 12, and no separate binned copy for training). Sub-step timing is dropped: the
+        engine only sees the step of a spike anyway, but augmentations that move spikes in time
+        (dilate, blend) then work on step-start times."""
+        steps, units, offsets = _bin(self, float(dt), int(n_steps), compact=True)
+        ds = EventDataset(steps, units, offsets, self.labels.copy(), self.n_units, self.n_classes,
+                          None if self.speakers is None else self.speakers.copy(), self.name,
+                          list(self.class_names), time_unit=float(dt))
+        return ds.mark_on_grid(int(n_steps))
+
+    def mark_on_grid(self, n_steps: int) -> "EventDataset":
+        """Declare that this dataset is binned on the grid of its ``time_unit`` with ``n_steps``
+        steps (steps < n_steps, sorted by step then unit, one spike per (unit, step)), so that it
+        is used as its own binned form. (Subsets keep the mark.)"""
+        if self.time_unit is None:
+            raise ValueError("only a dataset of integer ticks (time_unit set) can be on the grid")
+        self.__dict__["_grid_n_steps"] = int(n_steps)
+        return self
 
     def subset(self, idx: np.ndarray, name: str | None = None) -> "EventDataset":
         """A new dataset holding samples ``idx`` (in that order)."""
@@ -101,7 +147,13 @@ class EventDataset:
             speakers=None if self.speakers is None else self.speakers[idx],
             name=name or self.name,
             class_names=list(self.class_names),
-        )
+            time_unit=self.time_unit,
+        )._keep_grid_mark(self)
+
+    def _keep_grid_mark(self, parent: "EventDataset") -> "EventDataset":
+        if "_grid_n_steps" in parent.__dict__:
+            self.__dict__["_grid_n_steps"] = parent.__dict__["_grid_n_steps"]
+        return self
 
     def spikes_per_sample(self) -> np.ndarray:
         return np.diff(self.offsets)
@@ -173,14 +225,31 @@ def bin_events(
 def binned(ds: EventDataset, dt: float, n_steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The dataset binned onto the grid (cached on the dataset): (steps, units, offsets), each
     sample sorted by step then unit, cropped to [0, n_steps), one spike per (unit, step)."""
-    from ._binning import bin_all
-
+    grid_n = ds.__dict__.get("_grid_n_steps")
+    if grid_n is not None and ds.time_unit == float(dt) and grid_n <= n_steps:
+        return ds.times, ds.units, ds.offsets  # already binned on this grid
     cache = ds.__dict__.setdefault("_binned", {})
     key = (float(dt), int(n_steps))
     if key not in cache:
         cache.clear()
-        cache[key] = bin_all(ds.times, ds.units, ds.offsets, float(dt), int(n_steps), int(ds.n_units))
+        cache[key] = _bin(ds, float(dt), int(n_steps), compact=True)
     return cache[key]
+
+
+def _bin(ds: EventDataset, dt: float, n_steps: int, compact: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """bin_all on a dataset; with ``compact``, steps and units as uint16 where they fit."""
+    from ._binning import bin_all
+
+    n = len(ds.times)
+    small_s = compact and n_steps <= 65536
+    small_u = compact and ds.n_units <= 65536
+    out_s = np.empty(n, dtype=np.uint16 if small_s else np.int32)
+    out_u = np.empty(n, dtype=np.uint16 if small_u else np.int32)
+    scale = 1.0 if ds.time_unit is None else ds.time_unit
+    pos, offsets = bin_all(ds.times, ds.units, ds.offsets, scale, dt, n_steps, ds.n_units, out_s, out_u)
+    if pos < n:  # (crop or duplicates removed)
+        out_s, out_u = out_s[:pos].copy(), out_u[:pos].copy()
+    return out_s, out_u, offsets
 
 
 def make_batch(
@@ -192,6 +261,7 @@ def make_batch(
     rng: np.random.Generator | None = None,
     delay_copies: int = 1,
     delay_ms: float = 0.0,
+    unit_shift: np.ndarray | None = None,
 ) -> SpikeBatch:
     """Turn samples ``idx`` of a ragged dataset into a :class:`SpikeBatch`.
 
@@ -200,6 +270,9 @@ def make_batch(
     fly: copy c of channel x is unit c * n_units + x and carries the same spikes delayed by
     c * delay_ms (rounded to whole steps; spikes pushed past the trial end are dropped), so the
     network sees n_units * delay_copies inputs without the dataset being copied.
+    ``unit_shift`` (one integer per sample of ``idx``) moves each sample's channels, dropping
+    spikes that leave [0, n_units): the shift augmentation applied while gathering, so that no
+    shifted copy of the dataset (or its binning) is made each epoch.
     """
     from ._binning import gather_batch
 
@@ -212,7 +285,13 @@ def make_batch(
         keep = (rng.random(n_ev) >= dropout).astype(np.uint8)
     else:
         keep = np.ones(n_ev, dtype=np.uint8)
-    ptr, out = gather_batch(steps, units, offsets, idx, keep, int(n_steps), int(delay_copies),
+    if unit_shift is None:
+        shifts = np.zeros(len(idx), dtype=np.int64)
+    else:
+        shifts = np.ascontiguousarray(unit_shift, dtype=np.int64)
+        if shifts.shape != idx.shape:
+            raise ValueError(f"unit_shift has shape {shifts.shape}, expected one shift per sample {idx.shape}")
+    ptr, out = gather_batch(steps, units, offsets, idx, keep, shifts, int(n_steps), int(delay_copies),
                             int(round(delay_ms / dt)), int(ds.n_units))
     return SpikeBatch(ptr=ptr, units=out, labels=ds.labels[idx].copy(), n_steps=n_steps, dt=dt)
 

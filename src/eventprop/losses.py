@@ -333,18 +333,24 @@ def get_loss(name: str, **kw) -> Loss:
 
 
 def value_and_grad(spec, params, batch, loss: Loss, regulariser: SpikeCountRegulariser | None = None,
-                   labels=None, record: int | None = None):
+                   labels=None, record: int | None = None, timings: dict | None = None):
     """Forward, loss and EventProp backward in one call.
 
     Returns (total loss, grads dict, LossResult, Forward) -- plus (lamV, lamI) when ``record``.
+    ``timings``, if given, accumulates the seconds spent in "forward", "loss" (loss and
+    regulariser) and "backward".
     """
+    import time
+
     from .engine import backward, forward
     from .errors import ConfigError as _CE
 
     if loss.output_kind != spec.output.kind:
         raise _CE(f"loss {loss.name} needs a {loss.output_kind!r} output layer, the model has {spec.output.kind!r}")
+    t0 = time.perf_counter()
     w = loss.weight(batch.n_steps, spec.dt, batch)
     fw = forward(spec, params, batch, weight=w, trace=(loss.readout == "trace"), max_kinks=(loss.readout == "vmax"))
+    t1 = time.perf_counter()
     res = loss(fw, batch.labels if labels is None else labels)
     g = res.grads
     total = res.value
@@ -352,7 +358,12 @@ def value_and_grad(spec, params, batch, loss: Loss, regulariser: SpikeCountRegul
         reg_value, reg_grads = regulariser(fw.spike_counts[:-1])
         total += reg_value
         g = ReadoutGrads(g.integral, g.vmax, g.trace, g.first_spike, reg_grads)
+    t2 = time.perf_counter()
     out = backward(fw, g, record=record)
+    if timings is not None:
+        t3 = time.perf_counter()
+        for k, v in (("forward", t1 - t0), ("loss", t2 - t1), ("backward", t3 - t2)):
+            timings[k] = timings.get(k, 0.0) + v
     if record is not None:
         grads, lamV, lamI = out
         return total, grads, res, fw, (lamV, lamI)

@@ -46,6 +46,11 @@ METRIC_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accur
                  "seconds", "eval_seconds", "skipped_batches", "grazing", "bound_hits"]
 
 
+#: apply a shift-only augmentation while batching (no shifted copy of the training set each
+#: epoch); the numbers are those of the copy (tests/test_train.py)
+SHIFT_WHILE_BATCHING = True
+
+
 def result_settings(cfg: RunConfig) -> dict:
     """The settings that determine a run's numbers (what --resume must keep the same)."""
     d = cfg.model_dump()
@@ -84,8 +89,10 @@ def load_data(cfg: RunConfig) -> dict[str, EventDataset | None]:
 
     d = cfg.data
     n_val = d.n_val if d.n_val is not None else (1000 if d.name == "yinyang" else 0)
+    grid = (float(cfg.model.dt_ms), n_steps_of(cfg)) if d.on_grid else None
+    extra = {"grid": grid} if grid and d.name in ("shd", "ssc") else {}  # binned while reading
     splits = load_dataset(d.name, d.path, trial_ms=d.trial_ms, dt_ms=cfg.model.dt_ms, n_val=n_val,
-                          seed=cfg.train.seed, download=d.download)
+                          seed=cfg.train.seed, download=d.download, **extra)
     out = {}
     for k in ("train", "val", "test"):
         ds = splits.get(k)
@@ -93,6 +100,8 @@ def load_data(cfg: RunConfig) -> dict[str, EventDataset | None]:
             lim = d.limit_train if k == "train" else d.limit_test if k == "test" else None
             if lim is not None and lim < len(ds):
                 ds = ds.subset(np.arange(lim))
+            if grid and "_grid_n_steps" not in ds.__dict__:
+                ds = ds.on_grid(*grid)
         out[k] = ds
     if out.get("train") is None or len(out["train"]) == 0:
         raise DataError(f"data {d.name}: no training samples")
@@ -160,8 +169,13 @@ def _progress(total: int, desc: str, quiet: bool):
 
 
 def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, quiet: bool = False,
-        log=print) -> dict:
-    """Train according to ``cfg`` and write the results folder ``out_dir``. Returns the summary."""
+        log=print, timings: list | None = None) -> dict:
+    """Train according to ``cfg`` and write the results folder ``out_dir``. Returns the summary.
+
+    ``timings``, if given, gets one dict per epoch with the seconds spent in each part of the
+    epoch's training (augment, batching, forward, loss, backward, optimiser, total) and in its
+    evaluation (eval).
+    """
     out = Path(out_dir)
     if cfg.train.threads:
         set_threads(cfg.train.threads)
@@ -229,13 +243,23 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
         f"{spec.output.kind} output), loss {loss.name}, dt {spec.dt} ms, T {n_steps * spec.dt:g} ms, "
         f"{t.epochs} epochs of {n_batches} batches -> {out}")
 
+    a = cfg.data.augment
+    # the common case, shift alone, needs no augmented copy of the training set each epoch
+    shift_only = SHIFT_WHILE_BATCHING and bool(a.shift) and not (a.jitter or a.dilate or a.blend)
     if t.tensorboard:
         tb_writer = SummaryWriter(logdir=str(out / "tensorboard"))
     for epoch in range(start_epoch, t.epochs):
         t0 = time.perf_counter()  # the epoch's time includes augmentation and batching
         rng = np.random.default_rng([t.seed, epoch, 7])
-        ep_train = augment(cfg, train_ds, rng)
+        tm = {"augment": 0.0, "batching": 0.0, "forward": 0.0, "loss": 0.0, "backward": 0.0, "optimiser": 0.0}
+        shifts = None
+        if shift_only:  # drawn as data.augment.random_shift draws them, applied while batching
+            ep_train = train_ds
+            shifts = rng.integers(-a.shift, a.shift + 1, size=len(train_ds))
+        else:
+            ep_train = augment(cfg, train_ds, rng)
         order = rng.permutation(len(ep_train))
+        tm["augment"] = time.perf_counter() - t0
         ep_batches = (len(order) + t.batch_size - 1) // t.batch_size
         loss_sum, correct, seen, skipped, grazing, bound_hits = 0.0, 0, 0, 0, 0, 0
         rates = [np.zeros(h.size) for h in spec.hidden]
@@ -243,9 +267,13 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
         bar = _progress(ep_batches, f"epoch {epoch + 1}/{t.epochs}", quiet)
         for bi in range(0, len(order), t.batch_size):
             idx = order[bi : bi + t.batch_size]
+            tb0 = time.perf_counter()
             batch = make_batch(ep_train, idx, spec.dt, n_steps, dropout=t.input_dropout, rng=rng,
-                               delay_copies=cfg.data.delay_copies, delay_ms=cfg.data.delay_ms)
-            total, grads, res, fw = value_and_grad(spec, params, batch, loss, reg)
+                               delay_copies=cfg.data.delay_copies, delay_ms=cfg.data.delay_ms,
+                               unit_shift=None if shifts is None else shifts[idx])
+            tm["batching"] += time.perf_counter() - tb0
+            total, grads, res, fw = value_and_grad(spec, params, batch, loss, reg, timings=tm)
+            to0 = time.perf_counter()
             finite = np.isfinite(total) and all(np.all(np.isfinite(g)) for g in grads.values())
             bound_hits += fw.bound_hits
             if finite and fw.bound_hits == 0:  # a bounded adjoint gives a huge, meaningless step
@@ -254,6 +282,7 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
                 opt.update(params, grads, sched.lr())
             else:
                 skipped += 1
+            tm["optimiser"] += time.perf_counter() - to0
             sched.after_batch()
             B = len(idx)
             loss_sum += res.value * B
@@ -286,6 +315,8 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
         if test_ds is not None:
             row["test_accuracy"] = round(evaluate(spec, params, test_ds, loss, n_steps, t.eval_batch_size, *dl).accuracy, 6)
         row["eval_seconds"] = round(time.perf_counter() - t1, 3)
+        if timings is not None:
+            timings.append({**tm, "total": seconds, "eval": row["eval_seconds"]})
         rows.append(row)
         score = {"train": row["train_accuracy"], "val": row.get("val_accuracy"), "test": row.get("test_accuracy")}[select]
         sched.after_epoch(epoch + 1, row.get("val_accuracy") if t.plateau.which == "val" and val_ds is not None

@@ -90,7 +90,7 @@ def load_dataset(name: str, path: str | os.PathLike | None = None, *, trial_ms: 
         )
     if key == "yinyang":
         out = load_yinyang(seed=seed, n_val=n_val, **kwargs)
-        latest = max((d.times.max() for d in out.values() if d is not None and len(d.times)), default=0.0)
+        latest = max((d.times_ms().max() for d in out.values() if d is not None and len(d.times)), default=0.0)
         if latest >= trial_ms:
             raise ConfigError(f"Yin-Yang spikes reach {latest:g} ms but trial_ms = {trial_ms}; lower t_max")
         return out

@@ -183,7 +183,9 @@ def offsets_from_ids(ids: np.ndarray, n_samples: int) -> np.ndarray:
 def with_events(ds: EventDataset, times: np.ndarray, units: np.ndarray, ids: np.ndarray,
                 keep: np.ndarray | None = None, n_units: int | None = None) -> EventDataset:
     """A copy of ``ds`` with new per-spike ``times``/``units`` (sample ids ``ids``, sorted),
-    keeping only spikes where ``keep`` is true. Labels, speakers and names are kept."""
+    keeping only spikes where ``keep`` is true. Labels, speakers and names are kept; ``times`` are
+    in ds's time representation when they are ds's own (integer ticks), else in ms."""
+    time_unit = ds.time_unit if np.asarray(times).dtype.kind in "iu" else None
     if keep is not None:
         times, units, ids = times[keep], units[keep], ids[keep]
     return EventDataset(
@@ -196,5 +198,6 @@ def with_events(ds: EventDataset, times: np.ndarray, units: np.ndarray, ids: np.
         speakers=None if ds.speakers is None else ds.speakers.copy(),
         name=ds.name,
         class_names=list(ds.class_names),
+        time_unit=time_unit,
     )
 

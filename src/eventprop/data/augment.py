@@ -68,7 +68,7 @@ def random_shift(ds: EventDataset, f_shift: int, rng: np.random.Generator) -> Ev
     times, units, offsets = shift_units(ds.times, ds.units, ds.offsets, shift, ds.n_units)
     return EventDataset(times=times, units=units, offsets=offsets, labels=ds.labels.copy(), n_units=ds.n_units,
                         n_classes=ds.n_classes, speakers=None if ds.speakers is None else ds.speakers.copy(),
-                        name=ds.name, class_names=list(ds.class_names))
+                        name=ds.name, class_names=list(ds.class_names), time_unit=ds.time_unit)
 
 
 def random_dilate(ds: EventDataset, scale_min: float, scale_max: float, rng: np.random.Generator,
@@ -86,7 +86,7 @@ def random_dilate(ds: EventDataset, scale_min: float, scale_max: float, rng: np.
     else:
         factor = rng.uniform(lo, hi, size=len(ds))
     ids = sample_ids(ds.offsets)
-    times = ds.times * factor[ids]
+    times = ds.times_ms() * factor[ids]
     keep = None if t_max is None else times < float(t_max)
     return with_events(ds, times, ds.units, ids, keep)
 
@@ -96,7 +96,7 @@ def _sample_means(ds: EventDataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     counts = np.diff(ds.offsets)
     ids = sample_ids(ds.offsets)
     denom = np.maximum(counts, 1)
-    mean_t = np.bincount(ids, weights=ds.times, minlength=len(ds)) / denom
+    mean_t = np.bincount(ids, weights=ds.times_ms(), minlength=len(ds)) / denom
     mean_u = np.bincount(ids, weights=ds.units.astype(np.float64), minlength=len(ds)) / denom
     return counts, mean_t, mean_u
 
@@ -157,7 +157,7 @@ def blend(ds: EventDataset, n_new: int, probs: Sequence[float] = (0.5, 0.5), rng
         idx = drawn[a:b].ravel()
         c = counts[idx]
         g = _ragged_gather(ds.offsets, idx, int(c.sum()))
-        t = ds.times[g] + np.repeat(shift_t[a:b].ravel(), c)
+        t = ds.times[g] * (ds.time_unit or 1.0) + np.repeat(shift_t[a:b].ravel(), c)
         u = ds.units[g].astype(np.int64) + np.repeat(shift_u[a:b].ravel(), c)
         local = np.repeat(np.arange(b - a, dtype=np.int64), spikes_per_new[a:b])
         keep = (rng.random(len(g)) < np.repeat(np.tile(p, b - a), c)) & (u >= 0) & (u < ds.n_units) & (t >= 0)
@@ -182,7 +182,7 @@ def _concat(ds: EventDataset, t, u, new_offsets: np.ndarray, new_labels: np.ndar
     if ds.speakers is not None:
         speakers = np.concatenate([ds.speakers, np.full(n_new, -1, dtype=np.int64)])
     return EventDataset(
-        times=np.concatenate([ds.times, np.asarray(t, dtype=np.float64)]),
+        times=np.concatenate([ds.times_ms(), np.asarray(t, dtype=np.float64)]),
         units=np.concatenate([ds.units, np.asarray(u, dtype=np.int32)]),
         offsets=offsets,
         labels=np.concatenate([ds.labels, np.asarray(new_labels, dtype=np.int64)]),
@@ -223,7 +223,7 @@ def delay_line(ds: EventDataset, n_copies: int, delay_ms: float) -> EventDataset
     units = np.empty(len(ds.times) * n_copies, dtype=np.int32)
     for c in range(n_copies):
         dest = base + c * step
-        times[dest] = ds.times + c * delay_ms
+        times[dest] = ds.times_ms() + c * delay_ms
         units[dest] = ds.units + c * ds.n_units
     return EventDataset(
         times=times,

@@ -182,7 +182,7 @@ def save_spikes(path: str | os.PathLike, ds: EventDataset) -> None:
     if suffix not in SUFFIXES:
         raise ConfigError(f"{path}: spike files must end in one of {', '.join(SUFFIXES)}")
     arrays = {
-        "times": ds.times,
+        "times": ds.times_ms(),
         "units": ds.units,
         "sample": np.repeat(np.arange(len(ds), dtype=np.int64), np.diff(ds.offsets)),
         "labels": ds.labels,
