@@ -71,12 +71,12 @@ def test_engine_matches_reference_float64(name, seed):
         )
         # identical spikes (step, neuron) and identical d
         st, nid, d = fw.tape(b)
-        lay = fw._lay
+        lay = fw.layout
         ref_sp = [(s, lay.noff[l] + i) for (s, l, i, _, _) in ref["spikes"]]
         assert sorted(zip(st.tolist(), nid.tolist())) == sorted(ref_sp)
         n_spikes_total += len(ref_sp)
         np.testing.assert_allclose(sorted(d), sorted(x[3] for x in ref["spikes"]), rtol=1e-10)
-        np.testing.assert_allclose(sorted(fw._delta[b, : len(st)]), sorted(x[4] for x in ref["spikes"]), rtol=1e-9,
+        np.testing.assert_allclose(sorted(fw.spikes.delta[b, : len(st)]), sorted(x[4] for x in ref["spikes"]), rtol=1e-9,
                                    atol=1e-12)
         if spec.output.kind == "li":
             np.testing.assert_allclose(fw.integral[b], ref["integral"], rtol=1e-10, atol=1e-12)
@@ -110,7 +110,7 @@ def test_engine_float32_close_to_reference(name):
             g_trace=rg.trace[b], g_spk=rg.first_spike[b], g_counts=[g[b] for g in rg.spike_counts],
         )
         st, nid, _ = fw.tape(b)
-        ref_sp = [(s, fw._lay.noff[l] + i) for (s, l, i, _, _) in ref["spikes"]]
+        ref_sp = [(s, fw.layout.noff[l] + i) for (s, l, i, _, _) in ref["spikes"]]
         same_spikes += sorted(zip(st.tolist(), nid.tolist())) == sorted(ref_sp)
         for k in total:
             total[k] += ref["grads"][k]
@@ -189,12 +189,13 @@ def test_grazing_spikes_never_give_non_finite_gradients():
 
 def test_tape_is_sized_exactly_after_one_overflow(monkeypatch):
     """A sample with far more spikes than the tape holds costs one rerun, not a regrowth loop."""
-    from eventprop import _kernels, engine
+    from eventprop import _kernels
+    from eventprop.backend import CPUBackend
 
     calls = []
     real = _kernels.forward_batch
     monkeypatch.setattr(_kernels, "forward_batch", lambda *a: calls.append(1) or real(*a))
-    monkeypatch.setattr(engine, "_cap_hint", [16])
+    monkeypatch.setattr(CPUBackend, "_cap", [16])
     spec = NetworkSpec(n_in=4, hidden=[LayerSpec(30)], output=OutputSpec(2), dt=1.0)
     params = init_params(spec, InitSpec(input_mean=3.0, input_sd=0.1), seed=0, dtype=np.float64)
     N = 400

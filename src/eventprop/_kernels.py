@@ -8,8 +8,14 @@ number of chunks (``prange``), each with private gradient buffers, so results do
 the number of threads.
 """
 
+from collections import namedtuple
+
 import numpy as np
 from numba import njit, prange
+
+# per-chunk work arrays of the forward pass
+_FwdScratch = namedtuple("_FwdScratch", "V I qm mark prev_ids cur_ids prev_delta cur_delta prev_tidx cur_tidx "
+                                        "c_j c_u c_v c_i c_ul c_corr c_alive")
 
 NEWTON_STEPS = 6  # at most this many refinements of a crossing time inside its step (see _crossing)
 LAMBDA_MAX = 1e15  # bound on |lambda_V|, |lambda_I| after a jump (see _backward_sample)
@@ -335,20 +341,27 @@ def _arrivals(
 
 
 @njit(cache=True)
-def _forward_sample(
-    b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
-    alpha, beta, cfw, tau_s, tau_m, n_steps, dt, grazing_eps, w_a, w_b, edecay, rcoef, want_trace,
-    V, I, qm, mark, prev_ids, cur_ids, prev_delta, cur_delta, prev_tidx, cur_tidx,
-    c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive,
-    tape_step, tape_id, tape_d, tape_delta, cap,
-    integral, vmax, tmax, mx_ref, mx_delta, mx_slope, want_max, trace, fs_time, fs_step, counts,
-):
+def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_trace, want_max, scr):
     """Forward pass of sample b. Returns (number of spikes, grazing count).
 
     Spikes beyond the tape's capacity are counted but not written, and the simulation goes on
     (the spikes of the previous step are delivered from ``prev_ids``, not from the tape), so the
     returned count is exact and the caller can allocate the right tape in one go.
     """
+    W, sizes, noff, ff_off, rec_off = net.W, net.sizes, net.noff, net.ff_off, net.rec_off
+    spiking, thr, uni, alpha, beta, cfw = net.spiking, net.thr, net.uni, net.alpha, net.beta, net.cfw
+    tau_s, tau_m = net.tau_s, net.tau_m
+    in_ptr, in_units = inp.ptr, inp.units
+    w_a, w_b, edecay, rcoef = ro.w_a, ro.w_b, ro.edecay, ro.rcoef
+    tape_step, tape_id, tape_d, tape_delta = tape.step, tape.nid, tape.d, tape.delta
+    cap = tape_step.shape[1]
+    integral, vmax, tmax, mx_ref = out.integral[b], out.vmax[b], out.tmax[b], out.mx_ref[b]
+    mx_delta, mx_slope, trace = out.mx_delta[b], out.mx_slope[b], out.trace
+    fs_time, fs_step, counts = out.fs_time[b], out.fs_step[b], out.counts[b]
+    V, I, qm, mark = scr.V, scr.I, scr.qm, scr.mark
+    prev_ids, cur_ids, prev_delta, cur_delta = scr.prev_ids, scr.cur_ids, scr.prev_delta, scr.cur_delta
+    prev_tidx, cur_tidx = scr.prev_tidx, scr.cur_tidx
+    c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive = scr.c_j, scr.c_u, scr.c_v, scr.c_i, scr.c_ul, scr.c_corr, scr.c_alive
     n_layers = sizes.shape[0]
     L = n_layers - 1
     NT = V.shape[0]
@@ -592,33 +605,19 @@ def _forward_sample(
 
 
 @njit(cache=True, parallel=True)
-def forward_batch(
-    in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
-    alpha, beta, cfw, tau_s, tau_m, n_steps, dt, grazing_eps, w_a, w_b, edecay, rcoef, want_trace,
-    tape_step, tape_id, tape_d, tape_delta, ntape, graze,
-    integral, vmax, tmax, mx_ref, mx_delta, mx_slope, want_max, trace, fs_time, fs_step, counts, n_chunks,
-):
-    B = in_ptr.shape[0]
-    NT = alpha.shape[0]
-    cap = tape_step.shape[1]
+def forward_batch(net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_trace, want_max, n_chunks):
+    """Forward pass of a batch (bundles: see eventprop.backend). Fills ``tape`` (tape.n: spikes
+    per sample, also past the tape's capacity) and ``out``."""
     for c in prange(n_chunks):
-        _forward_chunk(
-            c, n_chunks, B, NT, cap,
-            in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
-            alpha, beta, cfw, tau_s, tau_m, n_steps, dt, grazing_eps, w_a, w_b, edecay, rcoef, want_trace,
-            tape_step, tape_id, tape_d, tape_delta, ntape, graze,
-            integral, vmax, tmax, mx_ref, mx_delta, mx_slope, want_max, trace, fs_time, fs_step, counts,
-        )
+        _forward_chunk(c, n_chunks, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_trace, want_max)
 
 
 @njit(cache=True)
-def _forward_chunk(
-    c, n_chunks, B, NT, cap,
-    in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
-    alpha, beta, cfw, tau_s, tau_m, n_steps, dt, grazing_eps, w_a, w_b, edecay, rcoef, want_trace,
-    tape_step, tape_id, tape_d, tape_delta, ntape, graze,
-    integral, vmax, tmax, mx_ref, mx_delta, mx_slope, want_max, trace, fs_time, fs_step, counts,
-):
+def _forward_chunk(c, n_chunks, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_trace, want_max):
+    B = inp.ptr.shape[0]
+    NT = net.alpha.shape[0]
+    W = net.W
+    tau_m = net.tau_m
     V = np.empty(NT, dtype=W.dtype)
     I = np.empty(NT, dtype=W.dtype)
     prev_ids = np.empty(NT, dtype=np.int32)  # spikes detected at one grid time (at most one per neuron)
@@ -638,19 +637,14 @@ def _forward_chunk(
     qm = np.empty(NT, dtype=W.dtype)  # 2 dt / tau_m, for the near-threshold test
     for j in range(NT):
         qm[j] = 2.0 * dt / tau_m[j]
+    scr = _FwdScratch(V, I, qm, mark, prev_ids, cur_ids, prev_delta, cur_delta, prev_tidx, cur_tidx,
+                      c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive)
     b0 = (c * B) // n_chunks
     b1 = ((c + 1) * B) // n_chunks
     for b in range(b0, b1):
-        nt, gz = _forward_sample(
-            b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
-            alpha, beta, cfw, tau_s, tau_m, n_steps, dt, grazing_eps, w_a, w_b, edecay, rcoef, want_trace,
-            V, I, qm, mark, prev_ids, cur_ids, prev_delta, cur_delta, prev_tidx, cur_tidx,
-            c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive, tape_step, tape_id, tape_d, tape_delta, cap,
-            integral[b], vmax[b], tmax[b], mx_ref[b], mx_delta[b], mx_slope[b], want_max, trace, fs_time[b],
-            fs_step[b], counts[b],
-        )
-        ntape[b] = nt
-        graze[b] = gz
+        nt, gz = _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_trace, want_max, scr)
+        tape.n[b] = nt
+        out.graze[b] = gz
 
 
 @njit(cache=True)
@@ -710,14 +704,17 @@ def _apply_jump(lamV, lamI, nid, jv, ji):
 
 
 @njit(cache=True)
-def _backward_sample(
-    b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
-    alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
-    tape_step, tape_id, tape_d, tape_delta, ntape,
-    w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, mx_ref, mx_delta, mx_slope, g_trace, use_trace, g_spk, fs_step, reg,
-    lamV, lamI, order, gtmp, dW, rec_b, rec_lamV, rec_lamI,
-):
+def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, lamV, lamI, order, gtmp, dW,
+                     rec_b, rec_lamV, rec_lamI):
     """Backward pass of sample b (accumulated into dW). Returns how often |lambda| was bounded."""
+    W, sizes, noff, ff_off, rec_off = net.W, net.sizes, net.noff, net.ff_off, net.rec_off
+    spiking, thr, uni, alpha, beta, cbw = net.spiking, net.thr, net.uni, net.alpha, net.beta, net.cbw
+    tau_s, tau_m = net.tau_s, net.tau_m
+    in_ptr, in_units = inp.ptr, inp.units
+    w_a, w_b, edecay, rcoef, tcoef = ro.w_a, ro.w_b, ro.edecay, ro.rcoef, ro.tcoef
+    tape_step, tape_id, tape_d, tape_delta, ntape = tape.step, tape.nid, tape.d, tape.delta, tape.n[b]
+    tmax, mx_ref, mx_delta, mx_slope, fs_step = fo.tmax, fo.mx_ref, fo.mx_delta, fo.mx_slope, fo.fs_step[b]
+    g_int, g_max, g_trace, g_spk, reg = gr.integral, gr.vmax, gr.trace, gr.first_spike, gr.spike_counts
     hits = 0
     n_layers = sizes.shape[0]
     L = n_layers - 1
@@ -863,14 +860,11 @@ def _backward_sample(
 
 
 @njit(cache=True)
-def _backward_chunk(
-    c, n_chunks, B, NT,
-    in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
-    alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
-    tape_step, tape_id, tape_d, tape_delta, ntape,
-    w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, mx_ref, mx_delta, mx_slope, g_trace, use_trace, g_spk, fs_step, reg,
-    dWc, rec_b, rec_lamV, rec_lamI, hits,
-):
+def _backward_chunk(c, n_chunks, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, dWc, rec_b, rec_lamV,
+                    rec_lamI, hits):
+    B = inp.ptr.shape[0]
+    NT = net.alpha.shape[0]
+    W = net.W
     lamV = np.empty(NT, dtype=W.dtype)
     lamI = np.empty(NT, dtype=W.dtype)
     order = np.empty(NT, dtype=np.int64)
@@ -882,35 +876,18 @@ def _backward_chunk(
     b0 = (c * B) // n_chunks
     b1 = ((c + 1) * B) // n_chunks
     for b in range(b0, b1):
-        hits[c] += _backward_sample(
-            b, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
-            alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
-            tape_step, tape_id, tape_d, tape_delta, ntape[b],
-            w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, mx_ref, mx_delta, mx_slope, g_trace, use_trace, g_spk, fs_step[b], reg,
-            lamV, lamI, order, gtmp, dW, rec_b, rec_lamV, rec_lamI,
-        )
+        hits[c] += _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, lamV, lamI, order,
+                                    gtmp, dW, rec_b, rec_lamV, rec_lamI)
 
 
 @njit(cache=True, parallel=True)
-def backward_batch(
-    in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
-    alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
-    tape_step, tape_id, tape_d, tape_delta, ntape,
-    w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, mx_ref, mx_delta, mx_slope, g_trace, use_trace, g_spk, fs_step, reg,
-    dWc, dW, rec_b, rec_lamV, rec_lamI, hits,
-):
-    B = in_ptr.shape[0]
-    NT = alpha.shape[0]
+def backward_batch(net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, dWc, dW, rec_b, rec_lamV, rec_lamI, hits):
+    """Backward pass of a batch: dW (flat, like net.W) from the tape, the forward outputs ``fo``
+    and the readout gradients ``gr``; per-chunk buffers dWc reduced in a fixed order."""
     n_chunks = dWc.shape[0]
     for c in prange(n_chunks):
-        _backward_chunk(
-            c, n_chunks, B, NT,
-            in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni,
-            alpha, beta, cbw, tau_s, tau_m, n_steps, inv_T,
-            tape_step, tape_id, tape_d, tape_delta, ntape,
-            w_a, w_b, edecay, rcoef, tcoef, g_int, g_max, tmax, mx_ref, mx_delta, mx_slope, g_trace, use_trace, g_spk, fs_step, reg,
-            dWc, rec_b, rec_lamV, rec_lamI, hits,
-        )
+        _backward_chunk(c, n_chunks, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, dWc, rec_b, rec_lamV,
+                        rec_lamI, hits)
     # deterministic reduction: every element summed over chunks in chunk order
     nW = dW.shape[0]
     n_blocks = 64

@@ -109,7 +109,7 @@ def analyse(run: str | Path, out: str | Path | None = None, cls: int | None = No
     # ---- Fig. 2: one sample, the adjoint of its correct output, what the top neurons receive
     batch = _batch(cfg, spec, ds, [sample], n_steps)
     _, _, res, fw, (lamV, lamI) = value_and_grad(spec, params, batch, loss, record=0)
-    oo = int(fw._lay.noff[-1])
+    oo = int(fw.layout.noff[-1])
     lv, li = lamV[:, oo + cls].astype(np.float64), lamI[:, oo + cls].astype(np.float64)
     diff = lv - li
     t_grid = np.arange(n_steps + 1) * spec.dt
@@ -117,7 +117,7 @@ def analyse(run: str | Path, out: str | Path | None = None, cls: int | None = No
     top_ids = np.argsort(-mean_cls, kind="stable")[:top]
     t_sp, n_sp = fw.hidden_spikes(0, L)
     st, nid, _ = fw.tape(0)  # the grid step at which each spike arrives, as the tape records it
-    lo = int(fw._lay.noff[L])
+    lo = int(fw.layout.noff[L])
     m_sp = st[(nid >= lo) & (nid < lo + H)]
     sums, wsums, per_neuron = [], [], []
     for i in top_ids:

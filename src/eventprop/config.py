@@ -82,6 +82,8 @@ class ModelConfig(_Strict):
     out_tau_syn: float = Field(5.0, gt=0)
     grazing_eps: float = Field(1e-2, gt=0, description="floor on tau_m dV/dt at a spike (grazing crossings)")
     dtype: Literal["float32", "float64"] = "float32"
+    backend: Literal["auto", "cpu", "cuda"] = Field("cpu", description="where the engine runs: cpu (numba kernels), "
+                                                    "cuda (NVIDIA GPU, the 'cuda' extra), auto (cuda when usable)")
     init: InitConfig = InitConfig()
 
     @field_validator("hidden")

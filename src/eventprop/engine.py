@@ -1,6 +1,7 @@
 """The EventProp engine: forward pass with a spike tape, and the exact-gradient adjoint pass.
 
-Contract (backend-neutral; a GPU backend implements the same two calls on the same arrays)::
+Contract (backend-neutral: the hardware-specific part is a :class:`eventprop.backend.Backend`,
+``cpu`` or ``cuda``, given named bundles of flat arrays; see backend.py)::
 
     fw = forward(spec, params, batch, weight=None, trace=False)   # readouts + tape
     grads = backward(fw, ReadoutGrads(...))                       # dL/dW for every weight
@@ -78,16 +79,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _kernels
+from .backend import (ForwardOutputs, InputSpikes, NetArrays, ReadoutGradArrays, ReadoutWeights, Tape,
+                      get_backend, set_backend)
 from .errors import UserError
 from .events import SpikeBatch
 from .network import NetworkSpec, check_params
 
-N_CHUNKS = 8  # fixed number of sample chunks: results do not depend on the thread count
+__all__ = ["forward", "backward", "Forward", "ReadoutGrads", "ReadoutWeight", "Layout", "layout", "set_threads",
+           "set_backend", "Tape"]
 
 
 @dataclass
-class _Layout:
+class Layout:
+    """The network as flat arrays (see backend.NetArrays for the fields)."""
+
     sizes: np.ndarray
     noff: np.ndarray
     ff_off: np.ndarray
@@ -112,7 +117,7 @@ def _per_neuron(x, n):
     return np.full(n, float(a)) if a.ndim == 0 else a.astype(np.float64)
 
 
-def layout(spec: NetworkSpec, dtype=np.float32) -> _Layout:
+def layout(spec: NetworkSpec, dtype=np.float32) -> Layout:
     """Flat arrays describing the network for the kernels (cached on the spec per dtype)."""
     cache = spec.__dict__.setdefault("_layout_cache", {})
     key = (np.dtype(dtype).str, _spec_key(spec))
@@ -134,7 +139,7 @@ def _spec_key(spec: NetworkSpec) -> tuple:
             spec.grazing_eps)
 
 
-def _make_layout(spec: NetworkSpec, dtype) -> _Layout:
+def _make_layout(spec: NetworkSpec, dtype) -> Layout:
     layers = [h for h in spec.hidden] + [spec.output]
     sizes = np.array([ly.size for ly in layers], dtype=np.int64)
     noff = np.zeros(len(layers), dtype=np.int64)
@@ -163,7 +168,7 @@ def _make_layout(spec: NetworkSpec, dtype) -> _Layout:
     uni = np.array([int(np.all(tm[o : o + n] == tm[o]) and np.all(ts[o : o + n] == ts[o]))
                     for o, n in zip(noff, sizes)], dtype=np.int64)
     f = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
-    return _Layout(
+    return Layout(
         sizes, noff, ff_off, rec_off, spiking, thr, uni, f(alpha), f(beta), f(cfw), f(cbw), f(ts), f(tm),
         names, [shapes[k] for k in names], offsets, off,
     )
@@ -174,7 +179,7 @@ def flatten(spec: NetworkSpec, params: dict[str, np.ndarray], dtype=np.float32) 
     return np.concatenate([np.asarray(params[k], dtype=dtype).ravel() for k in shapes])
 
 
-def unflatten(lay: _Layout, flat: np.ndarray) -> dict[str, np.ndarray]:
+def unflatten(lay: Layout, flat: np.ndarray) -> dict[str, np.ndarray]:
     return {
         k: flat[o : o + s[0] * s[1]].reshape(s).copy() for k, s, o in zip(lay.names, lay.shapes, lay.offsets)
     }
@@ -258,36 +263,37 @@ class Forward:
     spike_counts: list[np.ndarray]  # per hidden layer (B, H); then output (B, C)
     grazing: int  # number of spikes whose d was clamped to grazing_eps
     weight: tuple  # (a, b, rate): the in-step weight of the integral readout (see ReadoutWeight)
-    # tape and internals
     bound_hits: int = 0  # set by backward: adjoint values bounded at 1e15 (the gradient is then unreliable)
-    _lay: _Layout = field(repr=False, default=None)
-    _W: np.ndarray = field(repr=False, default=None)
-    _tape: tuple = field(repr=False, default=None)
-    _tmax_step: np.ndarray = field(repr=False, default=None)
-    _fs_step: np.ndarray = field(repr=False, default=None)
-    _delta: np.ndarray = field(repr=False, default=None)  # (B, cap) t_step - t_spike of each tape entry
-    _max: tuple = field(repr=False, default=None)  # (tape index of a kink maximum or -1, its delta, tau_m dV/dt)
+    # what the backward pass needs (see backend.py)
+    layout: Layout = field(repr=False, default=None)
+    net: NetArrays = field(repr=False, default=None)
+    inputs: InputSpikes = field(repr=False, default=None)
+    readout_weights: ReadoutWeights = field(repr=False, default=None)
+    spikes: Tape = field(repr=False, default=None)
+    outputs: ForwardOutputs = field(repr=False, default=None)
+    backend: str = "cpu"
 
     @property
     def n_spikes(self) -> np.ndarray:
         """Recorded spikes per sample (hidden and spiking output)."""
-        return self._tape[3].copy()
+        return self.spikes.n.copy()
 
     def tape(self, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Spikes of sample b: (step of arrival, global neuron index, d)."""
-        st, nid, d, nt = self._tape
-        return st[b, : nt[b]].copy(), nid[b, : nt[b]].copy(), d[b, : nt[b]].copy()
+        t = self.spikes
+        n = t.n[b]
+        return t.step[b, :n].copy(), t.nid[b, :n].copy(), t.d[b, :n].copy()
 
     def spike_times(self, b: int) -> np.ndarray:
         """Emission times (ms, sub-step) of the tape's spikes of sample b, in tape order."""
         st, _, _ = self.tape(b)
-        return st * self.spec.dt - self._delta[b, : len(st)].astype(np.float64)
+        return st * self.spec.dt - self.spikes.delta[b, : len(st)].astype(np.float64)
 
     def hidden_spikes(self, b: int, layer: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Spike times (ms, sub-step) and neuron indices of hidden layer ``layer`` in sample b."""
         st, nid, _ = self.tape(b)
-        lo = self._lay.noff[layer]
-        hi = lo + self._lay.sizes[layer]
+        lo = self.layout.noff[layer]
+        hi = lo + self.layout.sizes[layer]
         m = (nid >= lo) & (nid < hi)
         return self.spike_times(b)[m], nid[m] - lo
 
@@ -301,10 +307,6 @@ class ReadoutGrads:
     trace: np.ndarray | None = None  # (B, N+1, C): density dl/dV_k at t_0..t_N of L = int l(V(t), t) dt
     first_spike: np.ndarray | None = None  # (B, C); nonzero for a non-spiking neuron = phantom spike
     spike_counts: list[np.ndarray] | None = None  # per hidden layer (B, H): dL_reg/dn (pseudo-gradient)
-
-
-_INITIAL_CAP = 64
-_cap_hint = [_INITIAL_CAP]  # grows to the largest tape seen, so later calls need no rerun
 
 
 def _check_batch(spec: NetworkSpec, batch: SpikeBatch) -> None:
@@ -329,6 +331,7 @@ def forward(
     trace: bool = False,
     dtype=None,
     max_kinks: bool = True,
+    backend: str | None = None,
 ) -> Forward:
     """Simulate a batch and record what the backward pass needs.
 
@@ -339,60 +342,37 @@ def forward(
     max_kinks: the max readout also considers the output voltage just before every hidden-spike
             arrival (where a maximum sits when an inhibitory spike turns V down), besides the grid
             samples; needed for an exact max-loss gradient, costs a little time; off: grid only.
+    backend: ``cpu``, ``cuda`` or ``auto`` (default: the process default, :func:`set_backend`).
     """
     check_params(spec, params)
     _check_batch(spec, batch)
+    be = get_backend(backend)
     if dtype is None:
         dtype = np.float64 if all(p.dtype == np.float64 for p in params.values()) else np.float32
     lay = layout(spec, dtype)
-    W = flatten(spec, params, dtype)
+    net = _net_arrays(lay, flatten(spec, params, dtype))
     B, N = batch.ptr.shape[0], batch.n_steps
-    C = spec.output.size
-    NT = int(lay.sizes.sum())
     w_a, w_b, rate = _weight_arrays(weight, B, N, spec.dt, dtype)
     oo = int(lay.noff[-1])
-    rcoef = np.ascontiguousarray(readout_coefs(lay.tau_m[oo:], lay.tau_s[oo:], spec.dt, rate), dtype=dtype)
-    in_ptr = np.ascontiguousarray(batch.ptr, dtype=np.int64)
-    in_units = np.ascontiguousarray(batch.units, dtype=np.int32)
-    tr = np.zeros((B, N + 1, C) if trace else (1, 1, 1), dtype=dtype)
-    cap = _cap_hint[0]
-    for _attempt in range(2):
-        tape_step = np.empty((B, cap), dtype=np.int32)
-        tape_id = np.empty((B, cap), dtype=np.int32)
-        tape_d = np.empty((B, cap), dtype=dtype)
-        tape_delta = np.empty((B, cap), dtype=dtype)
-        ntape = np.zeros(B, dtype=np.int64)
-        graze = np.zeros(B, dtype=np.int64)
-        integral = np.zeros((B, C), dtype=dtype)
-        vmax = np.zeros((B, C), dtype=dtype)
-        tmax = np.zeros((B, C), dtype=np.int64)
-        mx_ref = np.zeros((B, C), dtype=np.int64)
-        mx_delta = np.zeros((B, C), dtype=dtype)
-        mx_slope = np.zeros((B, C), dtype=dtype)
-        fs_time = np.zeros((B, C), dtype=np.float64)
-        fs_step = np.zeros((B, C), dtype=np.int64)
-        counts = np.zeros((B, NT), dtype=np.int32)
-        _kernels.forward_batch(
-            in_ptr, in_units, W, lay.sizes, lay.noff, lay.ff_off, lay.rec_off, lay.spiking, lay.thr, lay.uni,
-            lay.alpha, lay.beta, lay.cfw, lay.tau_s, lay.tau_m, N, dtype(spec.dt), dtype(spec.grazing_eps),
-            w_a, w_b, np.exp(-rate * spec.dt), rcoef, trace,
-            tape_step, tape_id, tape_d, tape_delta, ntape, graze,
-            integral, vmax, tmax, mx_ref, mx_delta, mx_slope, bool(max_kinks), tr, fs_time, fs_step, counts,
-            min(N_CHUNKS, max(B, 1)),
-        )
-        if B == 0 or ntape.max() <= cap:
-            break
-        # never drop a spike: the kernel counted every spike, so one rerun with a tape of exactly
-        # the right size suffices
-        cap = int(ntape.max())
-        _cap_hint[0] = max(_cap_hint[0], cap)
-    integral *= dtype(1.0 / (N * spec.dt)) if N else 0
+    coefs = [np.ascontiguousarray(readout_coefs(lay.tau_m[oo:], lay.tau_s[oo:], spec.dt, r), dtype=dtype)
+             for r in (rate, 0.0)]
+    ro = ReadoutWeights(w_a, w_b, float(np.exp(-rate * spec.dt)), *coefs)
+    inp = InputSpikes(np.ascontiguousarray(batch.ptr, dtype=np.int64), np.ascontiguousarray(batch.units, dtype=np.int32))
+    tape, fo = be.forward(net, inp, ro, N, float(spec.dt), float(spec.grazing_eps), bool(trace), bool(max_kinks))
+    integral = fo.integral * dtype(1.0 / (N * spec.dt)) if N else fo.integral
+    counts = fo.counts
     spike_counts = [counts[:, lay.noff[l] : lay.noff[l] + lay.sizes[l]].copy() for l in range(len(lay.sizes))]
     return Forward(
-        spec=spec, batch=batch, integral=integral, vmax=vmax, tmax=tmax.astype(np.float64) * spec.dt - mx_delta,
-        trace=tr if trace else None, first_spike=fs_time, spike_counts=spike_counts, grazing=int(graze.sum()),
-        weight=(w_a, w_b, rate), _lay=lay, _W=W, _tape=(tape_step, tape_id, tape_d, ntape), _delta=tape_delta, _max=(mx_ref, mx_delta, mx_slope), _tmax_step=tmax, _fs_step=fs_step,
+        spec=spec, batch=batch, integral=integral, vmax=fo.vmax, tmax=fo.tmax.astype(np.float64) * spec.dt - fo.mx_delta,
+        trace=fo.trace if trace else None, first_spike=fo.fs_time, spike_counts=spike_counts,
+        grazing=int(fo.graze.sum()), weight=(w_a, w_b, rate), layout=lay, net=net, inputs=inp, readout_weights=ro,
+        spikes=tape, outputs=fo, backend=be.name,
     )
+
+
+def _net_arrays(lay: Layout, W: np.ndarray) -> NetArrays:
+    return NetArrays(W, lay.sizes, lay.noff, lay.ff_off, lay.rec_off, lay.spiking, lay.thr, lay.uni, lay.alpha,
+                     lay.beta, lay.cfw, lay.cbw, lay.tau_s, lay.tau_m)
 
 
 def backward(fw: Forward, g: ReadoutGrads, record: int | None = None):
@@ -401,8 +381,7 @@ def backward(fw: Forward, g: ReadoutGrads, record: int | None = None):
     record: a sample index whose lambda_V / lambda_I traces (shape (N+1, neurons), index m = t_m)
     are also returned as ``(grads, lamV, lamI)``, for analysis.
     """
-    lay, W = fw._lay, fw._W
-    dtype = W.dtype.type
+    lay, W = fw.layout, fw.net.W
     B, N = fw.batch.ptr.shape[0], fw.batch.n_steps
     C = fw.spec.output.size
     NT = int(lay.sizes.sum())
@@ -417,11 +396,7 @@ def backward(fw: Forward, g: ReadoutGrads, record: int | None = None):
             raise UserError("readout gradient contains NaN or infinite values")
         return np.ascontiguousarray(x, dtype=W.dtype)
 
-    g_int = arr(g.integral, (B, C))
-    g_max = arr(g.vmax, (B, C))
     use_trace = g.trace is not None
-    g_trace = arr(g.trace, (B, N + 1, C)) if use_trace else np.zeros((1, 1, 1), dtype=W.dtype)
-    g_spk = arr(g.first_spike, (B, C))
     reg = np.zeros((B, NT), dtype=W.dtype)
     if g.spike_counts is not None:
         for l, gl in enumerate(g.spike_counts):
@@ -430,33 +405,13 @@ def backward(fw: Forward, g: ReadoutGrads, record: int | None = None):
             H = int(lay.sizes[l])
             gl = np.broadcast_to(np.asarray(gl, dtype=W.dtype), (B, H))
             reg[:, lay.noff[l] : lay.noff[l] + H] = gl
-    n_chunks = min(N_CHUNKS, max(B, 1))
-    dWc = np.empty((n_chunks, lay.n_weights), dtype=W.dtype)
-    hits = np.zeros(n_chunks, dtype=np.int64)
-    dW = np.empty(lay.n_weights, dtype=W.dtype)
-    if record is not None:
-        rec_b = int(record)
-        rec_V = np.zeros((N + 1, NT), dtype=W.dtype)
-        rec_I = np.zeros((N + 1, NT), dtype=W.dtype)
-    else:
-        rec_b = -1
-        rec_V = np.zeros((1, 1), dtype=W.dtype)
-        rec_I = np.zeros((1, 1), dtype=W.dtype)
-    st, nid, d, nt = fw._tape
-    in_ptr = np.ascontiguousarray(fw.batch.ptr, dtype=np.int64)
-    in_units = np.ascontiguousarray(fw.batch.units, dtype=np.int32)
-    w_a, w_b, rate = fw.weight
-    oo = int(lay.noff[-1])
-    rcoef = np.ascontiguousarray(readout_coefs(lay.tau_m[oo:], lay.tau_s[oo:], fw.spec.dt, rate), dtype=W.dtype)
-    tcoef = np.ascontiguousarray(readout_coefs(lay.tau_m[oo:], lay.tau_s[oo:], fw.spec.dt, 0.0), dtype=W.dtype)
-    _kernels.backward_batch(
-        in_ptr, in_units, W, lay.sizes, lay.noff, lay.ff_off, lay.rec_off, lay.spiking, lay.thr, lay.uni,
-        lay.alpha, lay.beta, lay.cbw, lay.tau_s, lay.tau_m, N, dtype(1.0 / (N * fw.spec.dt)),
-        st, nid, d, fw._delta, nt,
-        w_a, w_b, np.exp(-rate * fw.spec.dt), rcoef, tcoef, g_int, g_max, fw._tmax_step, *fw._max, g_trace, use_trace, g_spk,
-        fw._fs_step, reg, dWc, dW, rec_b, rec_V, rec_I, hits,
-    )
-    fw.bound_hits = int(hits.sum())
+    gr = ReadoutGradArrays(arr(g.integral, (B, C)), arr(g.vmax, (B, C)),
+                           arr(g.trace, (B, N + 1, C)) if use_trace else np.zeros((1, 1, 1), dtype=W.dtype),
+                           arr(g.first_spike, (B, C)), reg)
+    be = get_backend(fw.backend)
+    dW, hits, rec_V, rec_I = be.backward(fw.net, fw.inputs, fw.readout_weights, fw.spikes, fw.outputs, gr, N,
+                                         1.0 / (N * fw.spec.dt), use_trace, record)
+    fw.bound_hits = int(hits)
     grads = unflatten(lay, dW)
     if record is not None:
         return grads, rec_V, rec_I

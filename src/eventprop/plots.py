@@ -215,7 +215,7 @@ def plot_sample(run: Path, out: Path, sample: int, tag: str) -> list[Path]:
         off = sum(h.size for h in spec.hidden[:li])
         axes[1].plot(t, n + off, "|", ms=2, color=f"C{li}")
     axes[1].set_ylabel("hidden neuron")
-    oo = fw._lay.noff[-1]
+    oo = fw.layout.noff[-1]
     if fwt.trace is not None:
         for k in range(spec.output.size):
             axes[2].plot(t_grid, fwt.trace[0, :, k], lw=2.0 if k == label else 0.7,

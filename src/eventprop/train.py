@@ -35,7 +35,7 @@ import numpy as np
 from . import __version__
 from . import io as fio
 from .config import RunConfig, to_yaml
-from .engine import forward, set_threads
+from .engine import forward, set_backend, set_threads
 from .errors import ConfigError, DataError, UserError
 from .events import EventDataset, make_batch
 from .losses import SpikeCountRegulariser, get_loss, value_and_grad
@@ -58,6 +58,7 @@ def result_settings(cfg: RunConfig) -> dict:
     d.pop("xval")
     for k in ("epochs", "threads", "eval_batch_size", "checkpoint_every", "tensorboard"):
         d["train"].pop(k)
+    d["model"].pop("backend")  # same numbers to the dtype's precision: a run may resume on another
     for k in ("path", "download"):
         d["data"].pop(k)
     return d
@@ -179,6 +180,7 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
     out = Path(out_dir)
     if cfg.train.threads:
         set_threads(cfg.train.threads)
+    set_backend(cfg.model.backend)  # a one-line error now if cuda is asked for and unusable
     ckpt_path = out / "checkpoint.npz"
     if resume and not ckpt_path.is_file():
         raise UserError(f"--resume: no checkpoint.npz in {str(out)!r}")

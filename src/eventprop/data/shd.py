@@ -129,6 +129,7 @@ def read_hsd_file(path: str | os.PathLike, n_classes: int | None = None, name: s
             speakers = None if speaker_ds is None else _int_array(speaker_ds[()], path, "extra/speaker")
             keys = None if keys_ds is None else [_to_str(k) for k in np.atleast_1d(keys_ds[()])]
             t_parts, u_parts, counts = [], [], np.zeros(n, dtype=np.int64)
+            packed = _Packed() if grid is not None else None
             for a in range(0, n, _READ_CHUNK):
                 b = min(n, a + _READ_CHUNK)
                 tv, uv = times_ds[a:b], units_ds[a:b]
@@ -151,16 +152,22 @@ def read_hsd_file(path: str | os.PathLike, n_classes: int | None = None, name: s
                         chunk = EventDataset(t, u, np.concatenate([[0], np.cumsum(ct)]), np.zeros(b - a, np.int64),
                                              N_UNITS, 1, name=name).on_grid(*grid)
                         t, u, counts[a:b] = chunk.times, chunk.units, np.diff(chunk.offsets)
-                    t_parts.append(t)
-                    u_parts.append(u)
+                    if packed is not None:
+                        packed.append(t, u, b / max(n, 1))
+                    else:
+                        t_parts.append(t)
+                        u_parts.append(u)
         except DataError:
             raise
         except (OSError, RuntimeError, KeyError, TypeError, ValueError) as e:
             raise DataError(f"{path}: cannot read the data (truncated or malformed file?): {e}") from None
 
-    times = np.concatenate(t_parts) if t_parts else np.zeros(0, np.uint16 if grid else np.float64)
-    units = np.concatenate(u_parts) if u_parts else np.zeros(0, np.int64)
-    del t_parts, u_parts
+    if packed is not None:
+        times, units = packed.arrays()
+    else:
+        times = np.concatenate(t_parts) if t_parts else np.zeros(0)
+        units = np.concatenate(u_parts) if u_parts else np.zeros(0, np.int64)
+    del t_parts, u_parts, packed
     if n_classes is None:
         n_classes = len(keys) if keys else (int(labels.max()) + 1 if n else 1)
     if n and (labels.min() < 0 or labels.max() >= n_classes):
@@ -173,6 +180,32 @@ def read_hsd_file(path: str | os.PathLike, n_classes: int | None = None, name: s
     if grid is not None:  # the chunks were binned: the dataset is its own binned form
         ds.mark_on_grid(int(grid[1]))
     return ds
+
+
+class _Packed:
+    """Binned chunks appended into one growing pair of arrays whose size is extrapolated from
+    the fraction of the file read so far (no list of parts and final concatenation, which would
+    hold the data twice)."""
+
+    def __init__(self):
+        self.t = self.u = None
+        self.pos = 0
+
+    def append(self, t, u, frac_done):
+        need = self.pos + len(t)
+        if self.t is None or need > len(self.t):
+            cap = max(need, int(need / max(frac_done, 1e-6) * 1.03) + 1024)
+            t2, u2 = np.empty(cap, t.dtype), np.empty(cap, u.dtype)
+            if self.t is not None:
+                t2[: self.pos], u2[: self.pos] = self.t[: self.pos], self.u[: self.pos]
+            self.t, self.u = t2, u2
+        self.t[self.pos : need], self.u[self.pos : need] = t, u
+        self.pos = need
+
+    def arrays(self):
+        if self.t is None:
+            return np.zeros(0, np.uint16), np.zeros(0, np.uint16)
+        return self.t[: self.pos], self.u[: self.pos]
 
 
 def _check_events(path, times, units, counts, first_sample) -> None:

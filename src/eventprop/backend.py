@@ -1,0 +1,223 @@
+"""The backend seam: what the engine hands a backend, what it gets back, and the backends.
+
+:func:`eventprop.engine.forward` and :func:`eventprop.engine.backward` do everything that does
+not depend on the hardware (checking inputs, the network layout, readout weights and their
+quadrature coefficients, turning loss gradients into arrays) and call a :class:`Backend` with
+named bundles of flat arrays. A backend runs the simulation and the adjoint pass on them and
+returns host (NumPy) arrays, so that losses, optimisers and analyses never see the device.
+
+Bundles (``NamedTuple``\\ s of arrays; numba compiles them as structs, so the CPU kernels take
+them as they are):
+
+``NetArrays``       the network: flat weights ``W`` and the per-layer / per-neuron layout
+                    (``engine.Layout``: sizes, offsets, thresholds, time constants, propagators).
+``InputSpikes``     the batch's input spikes as per-step CSR (``SpikeBatch.ptr``/``units``).
+``ReadoutWeights``  the integral readout's in-step weight (w_a, w_b, edecay) and its exact
+                    quadrature coefficients (rcoef with the weight's rate, tcoef without).
+``Tape``            what the forward pass records per spike: grid step of arrival, neuron, d
+                    (tau_m dV/dt just before the spike, floored), delta (arrival - emission time),
+                    and ``n``, the spikes per sample (counted even past the tape's capacity).
+``ForwardOutputs``  readouts and statistics: integral, vmax (with its step, kink reference,
+                    delta and slope), trace, first-spike time and step, spike counts, grazing.
+``ReadoutGradArrays`` dL/dreadout: integral, vmax, trace, first_spike, and dL_reg/dn per neuron.
+
+A backend implements two methods (see :class:`Backend`):
+
+* ``forward(net, inp, ro, n_steps, dt, grazing_eps, want_trace, want_max) -> (Tape, ForwardOutputs)``
+  must never drop a spike (size the tape from the spike count and rerun, or grow it);
+* ``backward(net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, record) -> (dW, hits, lamV, lamI)``
+  with dW flat like ``net.W``, hits the number of bounded adjoint values, and the adjoint
+  traces of sample ``record`` (or None).
+
+Both must give the CPU backend's spikes and gradients to the precision of the dtype; the
+contract tests (tests/test_backend.py) run every backend on the same networks. ``cpu`` is the
+numba kernel backend (``_kernels.py``); ``cuda`` (``_cuda.py``, the ``cuda`` extra) runs on an
+NVIDIA GPU through numba-cuda. ``auto`` is cuda when a device is usable, else cpu. To add a
+backend: implement the two methods, register it in :func:`get_backend`, and add it to the
+contract tests.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol
+
+import numpy as np
+
+from .errors import UserError
+
+
+class NetArrays(NamedTuple):
+    W: np.ndarray  # flat weights, layout.offsets per array
+    sizes: np.ndarray  # neurons per layer (hidden layers, then the output)
+    noff: np.ndarray  # first global neuron index of each layer
+    ff_off: np.ndarray  # offset in W of the connection into layer l (rows: presynaptic neurons)
+    rec_off: np.ndarray  # offset in W of layer l's recurrent weights, -1 if none
+    spiking: np.ndarray  # 1 for LIF layers, 0 for a leaky-integrator output
+    thr: np.ndarray  # threshold per layer
+    uni: np.ndarray  # 1 if all neurons of the layer share tau_m and tau_s
+    alpha: np.ndarray  # per neuron e^{-dt/tau_m}
+    beta: np.ndarray  # per neuron e^{-dt/tau_s}
+    cfw: np.ndarray  # per neuron: V gained over dt from a unit I at the step start
+    cbw: np.ndarray  # per neuron: the adjoint's lambda_V -> lambda_I coupling over dt
+    tau_s: np.ndarray
+    tau_m: np.ndarray
+
+
+class InputSpikes(NamedTuple):
+    ptr: np.ndarray  # int64 (B, n_steps + 1)
+    units: np.ndarray  # int32
+
+
+class ReadoutWeights(NamedTuple):
+    w_a: np.ndarray  # (B, n_steps)
+    w_b: np.ndarray  # (B, n_steps)
+    edecay: float  # e^{-rate dt}
+    rcoef: np.ndarray  # (4, C) quadrature coefficients with the weight's rate
+    tcoef: np.ndarray  # (4, C) the same without it (trace losses)
+
+
+class Tape(NamedTuple):
+    step: np.ndarray  # int32 (B, cap): grid step at which the spike arrives
+    nid: np.ndarray  # int32 (B, cap): global neuron index
+    d: np.ndarray  # (B, cap): tau_m dV/dt just before the spike (floored at grazing_eps)
+    delta: np.ndarray  # (B, cap): arrival time - emission time (ms)
+    n: np.ndarray  # int64 (B,): spikes per sample
+
+
+class ForwardOutputs(NamedTuple):
+    integral: np.ndarray  # (B, C) int w V dt (not yet divided by T)
+    vmax: np.ndarray  # (B, C)
+    tmax: np.ndarray  # int64 (B, C) grid step of the maximum
+    mx_ref: np.ndarray  # int64 (B, C) tape index of a kink maximum, -1 at a grid sample
+    mx_delta: np.ndarray  # (B, C) its delta
+    mx_slope: np.ndarray  # (B, C) tau_m dV/dt there
+    trace: np.ndarray  # (B, n_steps + 1, C), or (1, 1, 1) when not wanted
+    fs_time: np.ndarray  # float64 (B, C) first spike time, inf if none
+    fs_step: np.ndarray  # int64 (B, C) its arrival step, -1 if none
+    counts: np.ndarray  # int32 (B, neurons) spike counts
+    graze: np.ndarray  # int64 (B,) spikes whose d was floored
+
+
+class ReadoutGradArrays(NamedTuple):
+    integral: np.ndarray  # (B, C)
+    vmax: np.ndarray  # (B, C)
+    trace: np.ndarray  # (B, n_steps + 1, C), or (1, 1, 1)
+    first_spike: np.ndarray  # (B, C)
+    spike_counts: np.ndarray  # (B, neurons)
+
+
+class Backend(Protocol):
+    name: str
+
+    def forward(self, net: NetArrays, inp: InputSpikes, ro: ReadoutWeights, n_steps: int, dt: float,
+                grazing_eps: float, want_trace: bool, want_max: bool) -> tuple[Tape, ForwardOutputs]: ...
+
+    def backward(self, net: NetArrays, inp: InputSpikes, ro: ReadoutWeights, tape: Tape, fo: ForwardOutputs,
+                 gr: ReadoutGradArrays, n_steps: int, inv_T: float, use_trace: bool,
+                 record: int | None) -> tuple[np.ndarray, int, np.ndarray | None, np.ndarray | None]: ...
+
+
+def allocate_forward(B: int, C: int, NT: int, n_steps: int, cap: int, dtype, want_trace: bool):
+    """Zeroed host arrays of a forward pass (a backend may allocate its own)."""
+    tape = Tape(np.zeros((B, cap), np.int32), np.zeros((B, cap), np.int32), np.zeros((B, cap), dtype),
+                np.zeros((B, cap), dtype), np.zeros(B, np.int64))
+    fo = ForwardOutputs(
+        np.zeros((B, C), dtype), np.zeros((B, C), dtype), np.zeros((B, C), np.int64), np.zeros((B, C), np.int64),
+        np.zeros((B, C), dtype), np.zeros((B, C), dtype),
+        np.zeros((B, n_steps + 1, C) if want_trace else (1, 1, 1), dtype),
+        np.zeros((B, C), np.float64), np.zeros((B, C), np.int64), np.zeros((B, NT), np.int32), np.zeros(B, np.int64),
+    )
+    return tape, fo
+
+
+N_CHUNKS = 8  # fixed number of sample chunks on the CPU: results do not depend on the thread count
+
+
+class CPUBackend:
+    """The numba kernels (``_kernels.py``): samples spread over a fixed number of chunks
+    (threads), each simulated serially and event by event."""
+
+    name = "cpu"
+    _cap = [64]  # grows to the largest tape seen, so later calls need no rerun
+
+    def forward(self, net, inp, ro, n_steps, dt, grazing_eps, want_trace, want_max):
+        from . import _kernels
+
+        B = inp.ptr.shape[0]
+        C = int(net.sizes[-1])
+        NT = int(net.sizes.sum())
+        dtype = net.W.dtype.type
+        cap = self._cap[0]
+        for _attempt in range(2):
+            tape, fo = allocate_forward(B, C, NT, n_steps, cap, dtype, want_trace)
+            _kernels.forward_batch(net, inp, ro, tape, fo, n_steps, dtype(dt), dtype(grazing_eps), bool(want_trace),
+                                   bool(want_max), min(N_CHUNKS, max(B, 1)))
+            if B == 0 or tape.n.max() <= cap:
+                break
+            # never drop a spike: the kernel counted every spike, so one rerun with a tape of
+            # exactly the right size suffices
+            cap = int(tape.n.max())
+            self._cap[0] = max(self._cap[0], cap)
+        return tape, fo
+
+    def backward(self, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, record):
+        from . import _kernels
+
+        B = inp.ptr.shape[0]
+        NT = int(net.sizes.sum())
+        n_chunks = min(N_CHUNKS, max(B, 1))
+        dt_ = net.W.dtype
+        dWc = np.empty((n_chunks, net.W.shape[0]), dtype=dt_)
+        hits = np.zeros(n_chunks, dtype=np.int64)
+        dW = np.empty(net.W.shape[0], dtype=dt_)
+        if record is not None:
+            rec_V = np.zeros((n_steps + 1, NT), dtype=dt_)
+            rec_I = np.zeros((n_steps + 1, NT), dtype=dt_)
+        else:
+            rec_V = rec_I = np.zeros((1, 1), dtype=dt_)
+        _kernels.backward_batch(net, inp, ro, tape, fo, gr, n_steps, dt_.type(inv_T), bool(use_trace), dWc, dW,
+                                -1 if record is None else int(record), rec_V, rec_I, hits)
+        return dW, int(hits.sum()), (rec_V if record is not None else None), (rec_I if record is not None else None)
+
+
+BACKENDS = ("auto", "cpu", "cuda")
+_default = ["cpu"]
+
+
+def cuda_usable() -> bool:
+    """Whether numba-cuda is installed and sees a device (or its simulator is switched on)."""
+    try:
+        from numba import cuda
+    except ImportError:  # pragma: no cover
+        return False
+    try:
+        return bool(cuda.is_available())
+    except Exception:  # pragma: no cover - driver errors
+        return False
+
+
+def get_backend(name: str | None = None) -> Backend:
+    """The backend called ``name`` (``auto``, ``cpu`` or ``cuda``; None: the process default,
+    :func:`set_backend`). A clear one-line error when cuda is asked for and cannot run."""
+    name = _default[0] if name is None else str(name)
+    if name not in BACKENDS:
+        raise UserError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+    if name == "auto":
+        name = "cuda" if cuda_usable() else "cpu"
+    if name == "cpu":
+        return _CPU
+    if not cuda_usable():
+        raise UserError("backend 'cuda': no usable CUDA device (needs an NVIDIA GPU and driver, and numba-cuda: "
+                        "pip install 'eventprop[cuda]'); use model.backend=cpu or auto")
+    from ._cuda import CUDABackend
+
+    return CUDABackend()
+
+
+def set_backend(name: str) -> None:
+    """The backend that forward/backward use when none is named (``cpu`` at start)."""
+    get_backend(name)  # checks it
+    _default[0] = str(name)
+
+
+_CPU = CPUBackend()
