@@ -413,3 +413,124 @@ def import_nir(graph_or_path, convention: str | None = None, dt_ms: float | None
     check_params(spec, params)
     return spec, params, {"delay_copies": delay_copies, "delay_ms": delay_ms, "n_units": n_units, "metadata": meta,
                           "convention": convention}
+
+
+# ---------------------------------------------------------------------------------------------- run folders
+
+
+def _run_of(source) -> tuple:
+    """(config, checkpoint path) of a results folder or of a checkpoint .npz with config.yaml beside it."""
+    from .config import load_file, validate
+
+    src = Path(source)
+    if src.is_dir():
+        ck = src / "best.npz" if (src / "best.npz").is_file() else src / "checkpoint.npz"
+        cfg_path = src / "config.yaml"
+    else:
+        ck, cfg_path = src, src.parent / "config.yaml"
+    if not ck.is_file():
+        raise UserError(f"{str(source)!r}: no checkpoint (a results folder with best.npz or checkpoint.npz, or a .npz file)")
+    if not cfg_path.is_file():
+        raise UserError(f"no config.yaml beside {str(ck)!r}")
+    return validate(load_file(cfg_path)), ck
+
+
+def export_run(source, nir_path, delay_line: str = "nodes", convention: str = "nir") -> tuple:
+    """``eventprop export``: a results folder or checkpoint -> a .nir file. Returns (spec, path)."""
+    _nir()
+    from .config import to_yaml
+    from .train import build_spec, load_checkpoint
+
+    cfg, ck = _run_of(source)
+    params = load_checkpoint(ck)
+    L = len(cfg.model.hidden)
+    if "ff0" not in params or f"ff{L}" not in params:
+        raise UserError(f"checkpoint {str(ck)!r} does not hold this config's weights ff0..ff{L}")
+    spec = build_spec(cfg, params["ff0"].shape[0], params[f"ff{L}"].shape[1])
+    check_params(spec, params)
+    path = to_nir_file(nir_path, spec, params, delay_copies=cfg.data.delay_copies, delay_ms=cfg.data.delay_ms,
+                       delay_line=delay_line, convention=convention, metadata={"eventprop_config": to_yaml(cfg)})
+    return spec, path
+
+
+_DEFAULT_LOSS = {"li": "sum_exp", "lif": "first_spike_inv"}
+
+
+def import_to_run(nir_file, out, config=None, sets=(), convention: str | None = None) -> tuple:
+    """``eventprop import``: a .nir file -> a results-folder-like ``out`` (config.yaml, best.npz,
+    nir_import.json) that ``eventprop eval`` reads and ``train.init_from`` starts from.
+
+    The config is ``config`` (a file), else the one an eventprop export stored in the graph, else
+    the embedded default; the network part (sizes, recurrence, time constants, threshold, dt,
+    delay line) comes from the graph; ``sets`` (KEY=VALUE) are applied last. Returns (config, spec).
+    """
+    import yaml
+
+    from . import io as fio
+    from .config import DEFAULT, apply_overrides, load_file, to_yaml, validate
+    from .losses import get_loss
+    from .train import build_spec
+
+    out = Path(out)
+    if (out / "config.yaml").exists() or (out / "best.npz").exists() or (out / "checkpoint.npz").exists():
+        raise UserError(f"output folder {str(out)!r} already holds a run; choose another --out")
+    spec, params, extra = import_nir(nir_file, convention=convention)
+    meta = extra["metadata"]
+    if config is not None:
+        base = load_file(config)
+    elif isinstance(meta.get("eventprop_config"), str):
+        base = yaml.safe_load(meta["eventprop_config"]) or {}
+    else:
+        base = dict(DEFAULT)
+    for name, layer in spec.layers():
+        for attr in ("tau_mem", "tau_syn"):
+            if np.ndim(getattr(layer, attr)) != 0:
+                raise UserError(f"NIR graph: {name} has per-neuron {attr} values; heterogeneous time constants are not "
+                                "supported by the run config yet (eventprop.nir_io.import_nir returns them)")
+    h = spec.hidden
+    for attr in ("tau_mem", "tau_syn", "threshold"):
+        vals = {float(getattr(x, attr)) for x in h} | ({float(spec.output.threshold)} if attr == "threshold" and spec.output.kind == "lif" else set())
+        if len(vals) > 1:
+            raise UserError(f"NIR graph: the layers have different {attr} values {sorted(vals)}; the run config has one "
+                            f"{attr} for all {'layers' if attr == 'threshold' else 'hidden layers'}")
+    d = json_copy(base)
+    model = d.setdefault("model", {})
+    model.update({"hidden": [x.size for x in h], "recurrent": [bool(x.recurrent) for x in h],
+                  "tau_mem": float(h[0].tau_mem), "tau_syn": float(h[0].tau_syn), "threshold": float(h[0].threshold),
+                  "out_tau_mem": float(spec.output.tau_mem), "out_tau_syn": float(spec.output.tau_syn),
+                  "dt_ms": float(spec.dt), "grazing_eps": float(spec.grazing_eps),
+                  "dtype": "float64" if any(v.dtype == np.float64 for v in params.values()) else "float32"})
+    data = d.setdefault("data", {})
+    data.update({"delay_copies": int(extra["delay_copies"]), "delay_ms": float(extra["delay_ms"]) if extra["delay_copies"] > 1
+                 else float(data.get("delay_ms", 30.0))})
+    loss = d.setdefault("loss", {})
+    try:
+        kind = get_loss(loss.get("name", "first_spike_inv")).output_kind
+    except UserError:
+        kind = None
+    if kind != spec.output.kind:
+        loss["name"] = _DEFAULT_LOSS[spec.output.kind]
+    d = apply_overrides(d, list(sets))
+    cfg = validate(d)
+    check = build_spec(cfg, spec.n_in, spec.output.size)
+    try:
+        check_params(check, params)
+    except UserError as e:
+        raise UserError(f"the config (after --set) does not fit the imported network: {e}") from None
+    if check.output.kind != spec.output.kind:
+        raise UserError(f"loss {cfg.loss.name} needs a {check.output.kind!r} output layer, the NIR graph has {spec.output.kind!r}")
+    dtype = np.float64 if cfg.model.dtype == "float64" else np.float32
+    out.mkdir(parents=True, exist_ok=True)
+    fio.write_text(out / "config.yaml", to_yaml(cfg))
+    fio.save_npz(out / "best.npz", {**{f"param/{k}": v.astype(dtype) for k, v in params.items()}, "epoch": np.array(0)})
+    fio.write_json(out / "nir_import.json", {"source": str(nir_file), "convention": extra["convention"],
+                                             "delay_copies": extra["delay_copies"], "delay_ms": extra["delay_ms"],
+                                             "metadata": {k: v for k, v in meta.items() if k != "eventprop_config"
+                                                          and isinstance(v, (str, int, float, bool))}})
+    return cfg, spec
+
+
+def json_copy(d: dict) -> dict:
+    import json
+
+    return json.loads(json.dumps(d))
