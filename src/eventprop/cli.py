@@ -1,4 +1,4 @@
-"""Command line: ``eventprop train | eval | xval | gradcheck | config show | plot | analyse | bench``.
+"""Command line: ``eventprop train | eval | xval | gradcheck | export | import | config show | plot | analyse | bench``.
 
 User mistakes (bad config, missing file, ...) print one line ``error: ...`` and exit with status 2,
 without a traceback.
@@ -162,6 +162,41 @@ def gradcheck(config, sets, checkpoint, channels, hidden, samples, seed, finer):
     click.echo(gc.verdict(r))
     if not r.ok:
         sys.exit(1)
+
+
+@main.command("export")
+@click.argument("source", type=click.Path())
+@click.option("--nir", "nir_path", required=True, type=click.Path(dir_okay=False), help="the .nir file to write")
+@click.option("--delay-line", type=click.Choice(["nodes", "expanded"]), default="nodes", show_default=True,
+              help="a delay-line input as NIR Delay nodes, or as one Input of all copies with the delays in the metadata")
+@click.option("--convention", type=click.Choice(["nir", "snntorch"]), default="nir", show_default=True,
+              help="how a spike is read: NIR's unit Dirac delta, or snnTorch's import (unit pulse of 0.1 ms, r = tau_mem/0.1 ms)")
+def export(source, nir_path, delay_line, convention):
+    """Export a trained network (SOURCE: a results folder or a checkpoint .npz) to NIR (docs/interop.md)."""
+    from .nir_io import export_run
+
+    spec, path = export_run(source, nir_path, delay_line=delay_line, convention=convention)
+    click.echo(f"wrote {path}: {spec.n_in}-{'-'.join(str(h.size) for h in spec.hidden)}-{spec.output.size} "
+               f"({'recurrent' if any(h.recurrent for h in spec.hidden) else 'feed-forward'}, {spec.output.kind} output)")
+
+
+@main.command("import")
+@click.argument("nir_file", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="folder to write (config.yaml, best.npz)")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="config for data, loss and training (default: the one an eventprop export stored, else the embedded default)")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a setting, e.g. data.name=shd (repeatable)")
+@click.option("--convention", type=click.Choice(["nir", "snntorch"]), default=None,
+              help="how the graph reads a spike (default: from its metadata, else nir)")
+def import_(nir_file, out, config_path, sets, convention):
+    """Import a NIR graph as a checkpoint: `eventprop eval OUT` evaluates it, `train --set train.init_from=OUT`
+    fine-tunes it with EventProp."""
+    from .nir_io import import_to_run
+
+    cfg, spec = import_to_run(nir_file, out, config=config_path, sets=sets, convention=convention)
+    click.echo(f"wrote {out}: {spec.n_in}-{'-'.join(str(h.size) for h in spec.hidden)}-{spec.output.size} "
+               f"({spec.output.kind} output), data {cfg.data.name}, loss {cfg.loss.name}; "
+               f"fine-tune with: eventprop train --set train.init_from={out}")
 
 
 @main.group()

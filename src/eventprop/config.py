@@ -156,6 +156,9 @@ class TrainConfig(_Strict):
     checkpoint_every: int = Field(1, ge=1)
     tensorboard: bool = Field(False, description="also write the per-epoch metrics as TensorBoard scalars to "
                               "<run folder>/tensorboard (needs the 'tensorboard' extra: tensorboardX)")
+    init_from: Optional[str] = Field(None, description="start from these parameters instead of the random initialisation: "
+                                     "a checkpoint .npz or a results folder (its best.npz), e.g. one made by "
+                                     "`eventprop import FILE.nir`; shapes must match the model")
 
 
 class XvalConfig(_Strict):

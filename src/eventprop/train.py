@@ -212,6 +212,8 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
     ic = cfg.model.init
     dtype = np.float64 if cfg.model.dtype == "float64" else np.float32
     params = init_params(spec, InitSpec(**ic.model_dump()), seed=cfg.train.seed, dtype=dtype)
+    if cfg.train.init_from and not resume:
+        params = params_from(cfg.train.init_from, spec, dtype)
     t = cfg.train
     opt = Adam(t.lr, t.beta1, t.beta2, t.eps)
     sched = Schedule(t.lr, t.ease_in, t.ease_in_factor, t.lr_decay, t.plateau.enabled, t.plateau.fast,
@@ -387,6 +389,24 @@ def load_checkpoint(path) -> dict[str, np.ndarray]:
     if not params:
         raise DataError(f"checkpoint {str(path)!r} holds no parameters")
     return params
+
+
+def params_from(path, spec: NetworkSpec, dtype=np.float32) -> dict[str, np.ndarray]:
+    """Parameters of a checkpoint .npz or a results folder (best.npz, else checkpoint.npz), checked
+    against ``spec`` (one-line ConfigError naming train.init_from on a mismatch)."""
+    from .network import check_params
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "best.npz" if (p / "best.npz").is_file() else p / "checkpoint.npz"
+    if not p.is_file():
+        raise ConfigError(f"train.init_from: {str(path)!r} is neither a checkpoint .npz nor a results folder with one")
+    params = load_checkpoint(p)
+    try:
+        check_params(spec, params)
+    except ConfigError as e:
+        raise ConfigError(f"train.init_from {str(path)!r} does not fit this model: {e}") from None
+    return {k: np.array(v, dtype=dtype) for k, v in params.items()}
 
 
 def load_run(run) -> tuple:
