@@ -30,7 +30,7 @@ def assert_user_error(r, *words):
 def test_version_and_help():
     r = cli("--version")
     assert r.returncode == 0 and "eventprop" in r.stdout
-    for sub in ("train", "eval", "xval", "gradcheck", "plot", "analyse", "bench", "config"):
+    for sub in ("train", "eval", "xval", "gradcheck", "plot", "analyse", "bench", "config", "export", "import"):
         h = cli(sub, "--help")
         assert h.returncode == 0 and "Usage" in h.stdout
 
