@@ -187,3 +187,18 @@ def test_on_grid_data_and_batch_time_shift_give_the_numbers_of_the_plain_path(tm
     monkeypatch.setattr(tr, "SHIFT_WHILE_BATCHING", False)
     run(resolve(None, sets), tmp_path / "copy", **quiet)
     assert _metric_rows(tmp_path / "copy") == ref
+
+
+def test_het_tau_draws_seeded_gamma_time_constants_and_trains(tmp_path):
+    from eventprop.train import build_spec, het_taus
+
+    tm, ts = het_taus(20.0, 5.0, 20000, seed=3, layer=0)
+    assert abs(tm.mean() - 20.0) < 0.5 and abs(ts.mean() - 5.0) < 0.15  # Gamma(3, tau/3): mean tau (clipping aside)
+    assert tm.min() >= 3.0 and tm.max() <= 60.0 and ts.min() >= 1.0 and ts.max() <= 15.0
+    assert abs(np.std(tm) / 20.0 - 1 / np.sqrt(3)) < 0.05  # shape 3: coefficient of variation 1/sqrt(3)
+    cfg = small_cfg("model.het_tau=true", "train.epochs=1", "model.hidden=[12,8]")
+    a, b = build_spec(cfg, 4, 3), build_spec(cfg, 4, 3)
+    np.testing.assert_array_equal(a.hidden[0].tau_mem, b.hidden[0].tau_mem)  # a function of the config
+    assert len(set(np.round(a.hidden[0].tau_mem, 6))) == 12 and not np.array_equal(a.hidden[1].tau_syn[:8], a.hidden[0].tau_syn[:8])
+    s = run(cfg, tmp_path / "het", quiet=True, log=lambda *a: None)
+    assert np.isfinite(s["train_accuracy"])

@@ -94,6 +94,9 @@ def eval_(checkpoint, config, sets, data_path, split):
     if data_path:
         sets = list(sets) + [f"data.path={data_path}"]
     cfg = resolve(config, list(sets))
+    from .engine import set_backend
+
+    set_backend(cfg.model.backend)
     params = load_checkpoint(ck)
     data = load_data(cfg)
     ds = data.get(split)

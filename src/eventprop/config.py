@@ -82,6 +82,8 @@ class ModelConfig(_Strict):
     out_tau_syn: float = Field(5.0, gt=0)
     grazing_eps: float = Field(1e-2, gt=0, description="floor on tau_m dV/dt at a spike (grazing crossings)")
     dtype: Literal["float32", "float64"] = "float32"
+    het_tau: bool = Field(False, description="hetLIF: per-neuron hidden tau_mem and tau_syn drawn from Gamma(3, tau/3), "
+                          "clipped to [3 ms, 3 tau_mem] and [1 ms, 3 tau_syn], seeded by train.seed")
     backend: Literal["auto", "cpu", "cuda"] = Field("cpu", description="where the engine runs: cpu (numba kernels), "
                                                     "cuda (NVIDIA GPU, the 'cuda' extra), auto (cuda when usable)")
     init: InitConfig = InitConfig()

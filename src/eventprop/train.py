@@ -68,9 +68,24 @@ def build_spec(cfg: RunConfig, n_in: int, n_classes: int) -> NetworkSpec:
     m = cfg.model
     loss = get_loss(cfg.loss.name)
     rec = m.recurrent_list()
-    hidden = [LayerSpec(h, m.tau_mem, m.tau_syn, m.threshold, r) for h, r in zip(m.hidden, rec)]
+    hidden = [LayerSpec(h, *het_taus(m.tau_mem, m.tau_syn, h, cfg.train.seed, l) if m.het_tau else (m.tau_mem, m.tau_syn),
+                        m.threshold, r) for l, (h, r) in enumerate(zip(m.hidden, rec))]
     out = OutputSpec(n_classes, loss.output_kind, m.out_tau_mem, m.out_tau_syn, m.threshold)
     return NetworkSpec(n_in=n_in, hidden=hidden, output=out, dt=m.dt_ms, grazing_eps=m.grazing_eps)
+
+
+MIN_TAU_MEM, MIN_TAU_SYN = 3.0, 1.0  # ms, the floors of the authors' heterogeneous initialisation
+
+
+def het_taus(tau_mem: float, tau_syn: float, n: int, seed: int, layer: int) -> tuple[np.ndarray, np.ndarray]:
+    """hetLIF time constants of one hidden layer (Nowotny et al. 2025): tau ~ Gamma(shape 3,
+    scale tau/3) per neuron (mean tau), clipped to [3 ms, 3 tau_mem] and [1 ms, 3 tau_syn]. Drawn
+    from (seed, layer), so a run's network is a function of its config (the authors' code drew
+    them from the unseeded global generator)."""
+    rng = np.random.default_rng([int(seed), int(layer), 4242])
+    tm = np.clip(rng.gamma(3.0, tau_mem / 3.0, n), MIN_TAU_MEM, 3.0 * tau_mem)
+    ts = np.clip(rng.gamma(3.0, tau_syn / 3.0, n), MIN_TAU_SYN, 3.0 * tau_syn)
+    return tm, ts
 
 
 def build_loss(cfg: RunConfig):
