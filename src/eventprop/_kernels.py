@@ -80,6 +80,62 @@ def _kap_area(delta, tm, ts):
 
 
 @njit(cache=True, inline="always")
+def _dh(x):
+    """h'(x) for h(x) = (1 - e^{-x})/x: (e^{-x}(1 + x) - 1)/x^2, by its series near 0."""
+    if abs(x) < 1e-3:
+        return -0.5 + x / 3.0 - x * x / 8.0
+    return (np.exp(-x) * (1.0 + x) - 1.0) / (x * x)
+
+
+@njit(cache=True)
+def _dprop(h, tm, ts):
+    """Derivatives of the propagator over h, Phi = [[e_m, kappa], [0, e_s]], with respect to tau_m
+    and tau_s: (de_m/dtau_m, dkappa/dtau_m, dkappa/dtau_s, de_s/dtau_s), from
+    kappa = e^{-h/tm} (h/tm) h(x), x = (1/ts - 1/tm) h (no cancellation for tm ~ ts)."""
+    h = float(h)
+    tm = float(tm)
+    ts = float(ts)
+    em = np.exp(-h / tm)
+    es = np.exp(-h / ts)
+    x = (1.0 / ts - 1.0 / tm) * h
+    kap = _kap(h, tm, ts)
+    g = em * (h / tm) * _dh(x)
+    dem = h / (tm * tm) * em
+    dkm = kap * (h / (tm * tm) - 1.0 / tm) + g * h / (tm * tm)
+    dks = -g * h / (ts * ts)
+    des = h / (ts * ts) * es
+    return dem, dkm, dks, des
+
+
+@njit(cache=True)
+def _tau_targets(W, base, po, S, tau_m, tau_s, delta, lamV, lamI, nuVm, nuIm, nuVs, nuIs, dtau):
+    """dL/dtau of the targets po..po+S-1 of a spike emitted at t_c = t_m - delta: its current jump
+    w at t_c is an event of each target, worth w nu_I(t_c) with nu(t_c) = Phi(delta)^T nu(t_m) +
+    dPhi(delta)/dtau^T p(t_m) (p = (-tau_m lambda_V, -tau_s lambda_I), the costate)."""
+    tm = -1.0
+    ts = -1.0
+    kp = 0.0
+    es = 0.0
+    dkm = 0.0
+    dks = 0.0
+    des = 0.0
+    for j in range(S):
+        n = po + j
+        if tau_m[n] != tm or tau_s[n] != ts:  # uniform layers: once per spike
+            tm = tau_m[n]
+            ts = tau_s[n]
+            em = np.exp(-delta / tm)
+            es = np.exp(-delta / ts)
+            kp = _kap_e(delta, tm, ts, em, es)
+            _, dkm, dks, des = _dprop(delta, tm, ts)
+        w = W[base + j]
+        pV = -tm * lamV[n]
+        pI = -ts * lamI[n]
+        dtau[n, 0] += w * (kp * nuVm[n] + es * nuIm[n] + dkm * pV)
+        dtau[n, 1] += w * (kp * nuVs[n] + es * nuIs[n] + dks * pV + des * pI)
+
+
+@njit(cache=True, inline="always")
 def _count_above(v, th):
     c = 0
     for j in range(v.shape[0]):
@@ -705,10 +761,16 @@ def _apply_jump(lamV, lamI, nid, jv, ji):
 
 @njit(cache=True)
 def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, lamV, lamI, order, gtmp, dW,
-                     rec_b, rec_lamV, rec_lamI):
-    """Backward pass of sample b (accumulated into dW). Returns how often |lambda| was bounded."""
+                     rec_b, rec_lamV, rec_lamI, tg, nu, dtau):
+    """Backward pass of sample b (accumulated into dW). Returns how often |lambda| was bounded.
+
+    With ``tg.want`` it also accumulates dL/dtau_m, dL/dtau_s of every hidden neuron into dtau
+    (columns 0, 1): dL/dtau = int p^T (dA/dtau) x dt (the flow's derivative; p the costate) is
+    evaluated without the forward state x as sum over the neuron's events (jumps e of its state:
+    input and spike arrivals, its own resets by -theta) of e^T nu, where nu, one 2-vector per
+    parameter, is carried backward like p with the source dPhi/dtau^T p (docs/method.md)."""
     W, sizes, noff, ff_off, rec_off = net.W, net.sizes, net.noff, net.ff_off, net.rec_off
-    spiking, thr, uni, alpha, beta, cbw = net.spiking, net.thr, net.uni, net.alpha, net.beta, net.cbw
+    spiking, thr, uni, alpha, beta, cbw, cfw = net.spiking, net.thr, net.uni, net.alpha, net.beta, net.cbw, net.cfw
     tau_s, tau_m = net.tau_s, net.tau_m
     in_ptr, in_units = inp.ptr, inp.units
     w_a, w_b, edecay, rcoef, tcoef = ro.w_a, ro.w_b, ro.edecay, ro.rcoef, ro.tcoef
@@ -725,6 +787,15 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
     for j in range(NT):
         lamV[j] = 0.0
         lamI[j] = 0.0
+    want_tau = tg.want
+    nuVm, nuIm, nuVs, nuIs = nu[0], nu[1], nu[2], nu[3]
+    n_hid = noff[L]  # hidden neurons carry nu
+    if want_tau:
+        for j in range(NT):
+            nuVm[j] = 0.0
+            nuIm[j] = 0.0
+            nuVs[j] = 0.0
+            nuIs[j] = 0.0
     e_top = ntape - 1
     for m in range(n_steps, -1, -1):
         # ---- max readout at the grid sample t_m (after that time's arrivals): kick -dL/dmax / tau_m;
@@ -745,6 +816,15 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
             for q in range(in_ptr[b, m], in_ptr[b, m + 1]):
                 base = ff_off[0] + in_units[q] * S0
                 _sub_row(dW[base : base + S0], g0)
+            if want_tau and L > 0:  # the input current jumps are events of the first hidden layer
+                for j in range(S0):
+                    g0[j] = 0.0
+                for q in range(in_ptr[b, m], in_ptr[b, m + 1]):
+                    base = ff_off[0] + in_units[q] * S0
+                    _add_row(g0, W[base : base + S0])
+                for j in range(S0):
+                    dtau[j, 0] += g0[j] * nuIm[j]
+                    dtau[j, 1] += g0[j] * nuIs[j]
         # ---- spikes detected at t_m, emitted at t_c = t_m - delta, latest first: gradients,
         #      feedback and jump from the adjoints at t_c^+ (propagated back from t_m); each jump
         #      is applied at once, so that earlier spikes of the same step see it (in the forward
@@ -793,10 +873,15 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
                         fb += W[base + k] * (lv - li)
                         dW[base + k] -= ts * li
                 else:
+                    if want_tau and l + 1 < L:  # (before the targets' adjoints are touched by this spike's gradient)
+                        _tau_targets(W, base, noff[l + 1], S, tau_m, tau_s, delta, lamV, lamI, nuVm, nuIm, nuVs, nuIs,
+                                     dtau)
                     fb += _spike_targets(W, base, noff[l + 1], S, uni[l + 1], tau_m, tau_s, delta, lamV, lamI, dW)
             if rec_off[l] >= 0:
                 S = sizes[l]
                 base = rec_off[l] + i * S
+                if want_tau:
+                    _tau_targets(W, base, noff[l], S, tau_m, tau_s, delta, lamV, lamI, nuVm, nuIm, nuVs, nuIs, dtau)
                 fb += _spike_targets(W, base, noff[l], S, uni[l], tau_m, tau_s, delta, lamV, lamI, dW)
             extra = 0.0
             if l == L and fs_step[i] == m:
@@ -810,10 +895,28 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
             jv = (thr[l] * a_i * lamV[nid] + fb + extra) / tape_d[b, e]
             if l < L:
                 jv -= reg[b, nid] / (thr[l] * tau_m[nid])
+            k_i = _kap_e(delta, tau_m[nid], tau_s[nid], a_i, b_i)
+            if want_tau and l < L:
+                # its reset at t_c is an event of its own: e = (-theta, 0), worth -theta nu_V(t_c)
+                dem, dkm, dks, des = _dprop(delta, tau_m[nid], tau_s[nid])
+                pV = -tau_m[nid] * lamV[nid]
+                dtau[nid, 0] -= thr[l] * (a_i * nuVm[nid] + dem * pV)
+                dtau[nid, 1] -= thr[l] * (a_i * nuVs[nid])
             # the jump happens at t_c; expressed at t_m it is the state that free backward
             # evolution over delta takes to (jv, 0)
-            hits += _apply_jump(lamV, lamI, nid, jv / a_i,
-                        -_kap_e(delta, tau_m[nid], tau_s[nid], a_i, b_i) * tau_m[nid] / tau_s[nid] * jv / (a_i * b_i))
+            hits += _apply_jump(lamV, lamI, nid, jv / a_i, -k_i * tau_m[nid] / tau_s[nid] * jv / (a_i * b_i))
+            if want_tau and l < L:
+                # p jumps at t_c, not over all of [t_m - dt, t_m]: nu at t_m takes the correction
+                # -Phi(delta)^{-T} dPhi(delta)^T D, D the jump expressed at t_m (p units)
+                DV = -tau_m[nid] * jv / a_i
+                DI = tau_m[nid] * k_i * jv / (a_i * b_i)
+                zV = dem * DV
+                zI = dkm * DV
+                cV = zV / a_i
+                nuVm[nid] -= cV
+                nuIm[nid] -= (zI - k_i * cV) / b_i
+                zI = dks * DV + des * DI
+                nuIs[nid] -= zI / b_i
             if n_kink > 0:  # the kick of a maximum at t_c^-, expressed at t_m
                 for k in range(no):
                     if tmax[b, k] == m and mx_ref[b, k] == e and g_max[b, k] != 0.0:
@@ -838,6 +941,14 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
         #      integral readout and of a per-time loss over that step integrated exactly (they
         #      are the discrete adjoint of the forward readout: same coefficients)
         if m >= 1:
+            if want_tau:  # nu(t_{m-1}) = Phi^T nu(t_m) + dPhi/dtau^T p(t_m), before lambda moves
+                for j in range(n_hid):
+                    pV = -tau_m[j] * lamV[j]
+                    pI = -tau_s[j] * lamI[j]
+                    nuIm[j] = cfw[j] * nuVm[j] + beta[j] * nuIm[j] + tg.dkm[j] * pV
+                    nuVm[j] = alpha[j] * nuVm[j] + tg.dem[j] * pV
+                    nuIs[j] = cfw[j] * nuVs[j] + beta[j] * nuIs[j] + tg.dks[j] * pV + tg.des[j] * pI
+                    nuVs[j] = alpha[j] * nuVs[j]
             for j in range(NT):
                 lamI[j] = beta[j] * lamI[j] + cbw[j] * lamV[j]
             for j in range(NT):
@@ -861,10 +972,15 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
 
 @njit(cache=True)
 def _backward_chunk(c, n_chunks, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, dWc, rec_b, rec_lamV,
-                    rec_lamI, hits):
+                    rec_lamI, hits, tg):
     B = inp.ptr.shape[0]
     NT = net.alpha.shape[0]
     W = net.W
+    nu = np.zeros((4, NT if tg.want else 1), dtype=np.float64)
+    dtau = tg.dtau[c]
+    for j in range(dtau.shape[0]):
+        dtau[j, 0] = 0.0
+        dtau[j, 1] = 0.0
     lamV = np.empty(NT, dtype=W.dtype)
     lamI = np.empty(NT, dtype=W.dtype)
     order = np.empty(NT, dtype=np.int64)
@@ -877,17 +993,19 @@ def _backward_chunk(c, n_chunks, net, inp, ro, tape, fo, gr, n_steps, inv_T, use
     b1 = ((c + 1) * B) // n_chunks
     for b in range(b0, b1):
         hits[c] += _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, lamV, lamI, order,
-                                    gtmp, dW, rec_b, rec_lamV, rec_lamI)
+                                    gtmp, dW, rec_b, rec_lamV, rec_lamI, tg, nu, dtau)
 
 
 @njit(cache=True, parallel=True)
-def backward_batch(net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, dWc, dW, rec_b, rec_lamV, rec_lamI, hits):
+def backward_batch(net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, dWc, dW, rec_b, rec_lamV, rec_lamI, hits,
+                   tg):
     """Backward pass of a batch: dW (flat, like net.W) from the tape, the forward outputs ``fo``
-    and the readout gradients ``gr``; per-chunk buffers dWc reduced in a fixed order."""
+    and the readout gradients ``gr``; per-chunk buffers dWc reduced in a fixed order. ``tg``
+    (TauGrad): with tg.want, dL/dtau of the hidden neurons per chunk in tg.dtau (n_chunks, NT, 2)."""
     n_chunks = dWc.shape[0]
     for c in prange(n_chunks):
         _backward_chunk(c, n_chunks, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, dWc, rec_b, rec_lamV,
-                        rec_lamI, hits)
+                        rec_lamI, hits, tg)
     # deterministic reduction: every element summed over chunks in chunk order
     nW = dW.shape[0]
     n_blocks = 64

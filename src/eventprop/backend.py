@@ -25,9 +25,12 @@ A backend implements two methods (see :class:`Backend`):
 
 * ``forward(net, inp, ro, n_steps, dt, grazing_eps, want_trace, want_max) -> (Tape, ForwardOutputs)``
   must never drop a spike (size the tape from the spike count and rerun, or grow it);
-* ``backward(net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, record) -> (dW, hits, lamV, lamI)``
-  with dW flat like ``net.W``, hits the number of bounded adjoint values, and the adjoint
-  traces of sample ``record`` (or None).
+* ``backward(net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, record, tau=None)
+  -> (dW, hits, lamV, lamI, dtau)`` with dW flat like ``net.W``, hits the number of bounded
+  adjoint values, the adjoint traces of sample ``record`` (or None), and with ``tau`` (the
+  per-neuron propagator derivatives (dem, dkm, dks, des) over dt) dL/dtau_m, dL/dtau_s of every
+  hidden neuron as an array (neurons, 2), else None. A backend that cannot compute them raises
+  a one-line UserError.
 
 Both must give the CPU backend's spikes and gradients to the precision of the dtype; the
 contract tests (tests/test_backend.py) run every backend on the same networks. ``cpu`` is the
@@ -106,6 +109,15 @@ class ReadoutGradArrays(NamedTuple):
     spike_counts: np.ndarray  # (B, neurons)
 
 
+class TauGrad(NamedTuple):
+    want: bool  # compute dL/dtau_m, dL/dtau_s of the hidden neurons
+    dem: np.ndarray  # per neuron, over one step dt: d e^{-dt/tau_m} / d tau_m
+    dkm: np.ndarray  # d kappa(dt) / d tau_m
+    dks: np.ndarray  # d kappa(dt) / d tau_s
+    des: np.ndarray  # d e^{-dt/tau_s} / d tau_s
+    dtau: np.ndarray  # float64 (n_chunks, neurons, 2) accumulators (backend's own layout)
+
+
 class Backend(Protocol):
     name: str
 
@@ -114,7 +126,8 @@ class Backend(Protocol):
 
     def backward(self, net: NetArrays, inp: InputSpikes, ro: ReadoutWeights, tape: Tape, fo: ForwardOutputs,
                  gr: ReadoutGradArrays, n_steps: int, inv_T: float, use_trace: bool,
-                 record: int | None) -> tuple[np.ndarray, int, np.ndarray | None, np.ndarray | None]: ...
+                 record: int | None, tau: tuple | None = None
+                 ) -> tuple[np.ndarray, int, np.ndarray | None, np.ndarray | None, np.ndarray | None]: ...
 
 
 def allocate_forward(B: int, C: int, NT: int, n_steps: int, cap: int, dtype, want_trace: bool):
@@ -160,7 +173,7 @@ class CPUBackend:
             self._cap[0] = max(self._cap[0], cap)
         return tape, fo
 
-    def backward(self, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, record):
+    def backward(self, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, record, tau=None):
         from . import _kernels
 
         B = inp.ptr.shape[0]
@@ -175,9 +188,16 @@ class CPUBackend:
             rec_I = np.zeros((n_steps + 1, NT), dtype=dt_)
         else:
             rec_V = rec_I = np.zeros((1, 1), dtype=dt_)
+        if tau is not None:
+            tg = TauGrad(True, *tau, np.zeros((n_chunks, NT, 2), np.float64))
+        else:
+            z = np.zeros(1, dt_)
+            tg = TauGrad(False, z, z, z, z, np.zeros((n_chunks, 0, 2), np.float64))
         _kernels.backward_batch(net, inp, ro, tape, fo, gr, n_steps, dt_.type(inv_T), bool(use_trace), dWc, dW,
-                                -1 if record is None else int(record), rec_V, rec_I, hits)
-        return dW, int(hits.sum()), (rec_V if record is not None else None), (rec_I if record is not None else None)
+                                -1 if record is None else int(record), rec_V, rec_I, hits, tg)
+        dtau = tg.dtau.sum(axis=0) if tau is not None else None  # chunks in a fixed order
+        return (dW, int(hits.sum()), (rec_V if record is not None else None), (rec_I if record is not None else None),
+                dtau)
 
 
 BACKENDS = ("auto", "cpu", "cuda")

@@ -370,16 +370,28 @@ def forward(
     )
 
 
+def tau_step_derivatives(lay: Layout, dt: float) -> tuple:
+    """Per neuron, the derivatives of the one-step propagator [[e_m, kappa], [0, e_s]] with
+    respect to tau_m and tau_s: (de_m/dtau_m, dkappa/dtau_m, dkappa/dtau_s, de_s/dtau_s)."""
+    from ._kernels import _dprop
+
+    d = np.array([_dprop(dt, float(tm), float(ts)) for tm, ts in zip(lay.tau_m, lay.tau_s)], dtype=np.float64)
+    d = d.reshape(-1, 4)
+    return tuple(np.ascontiguousarray(d[:, k], dtype=lay.alpha.dtype) for k in range(4))
+
+
 def _net_arrays(lay: Layout, W: np.ndarray) -> NetArrays:
     return NetArrays(W, lay.sizes, lay.noff, lay.ff_off, lay.rec_off, lay.spiking, lay.thr, lay.uni, lay.alpha,
                      lay.beta, lay.cfw, lay.cbw, lay.tau_s, lay.tau_m)
 
 
-def backward(fw: Forward, g: ReadoutGrads, record: int | None = None):
+def backward(fw: Forward, g: ReadoutGrads, record: int | None = None, taus: bool = False):
     """EventProp adjoint pass. Returns dL/dW as a dict shaped like the parameters.
 
     record: a sample index whose lambda_V / lambda_I traces (shape (N+1, neurons), index m = t_m)
     are also returned as ``(grads, lamV, lamI)``, for analysis.
+    taus: also dL/dtau_mem and dL/dtau_syn (per neuron, ms) of every hidden layer, as
+    ``tau_mem<l>`` / ``tau_syn<l>`` entries of the dict (docs/method.md, learned time constants).
     """
     lay, W = fw.layout, fw.net.W
     B, N = fw.batch.ptr.shape[0], fw.batch.n_steps
@@ -409,10 +421,16 @@ def backward(fw: Forward, g: ReadoutGrads, record: int | None = None):
                            arr(g.trace, (B, N + 1, C)) if use_trace else np.zeros((1, 1, 1), dtype=W.dtype),
                            arr(g.first_spike, (B, C)), reg)
     be = get_backend(fw.backend)
-    dW, hits, rec_V, rec_I = be.backward(fw.net, fw.inputs, fw.readout_weights, fw.spikes, fw.outputs, gr, N,
-                                         1.0 / (N * fw.spec.dt), use_trace, record)
+    tau = tau_step_derivatives(lay, fw.spec.dt) if taus else None
+    dW, hits, rec_V, rec_I, dtau = be.backward(fw.net, fw.inputs, fw.readout_weights, fw.spikes, fw.outputs, gr, N,
+                                               1.0 / (N * fw.spec.dt), use_trace, record, tau)
     fw.bound_hits = int(hits)
     grads = unflatten(lay, dW)
+    if taus:
+        for l in range(len(lay.sizes) - 1):
+            o, n = int(lay.noff[l]), int(lay.sizes[l])
+            grads[f"tau_mem{l}"] = dtau[o : o + n, 0].astype(W.dtype)
+            grads[f"tau_syn{l}"] = dtau[o : o + n, 1].astype(W.dtype)
     if record is not None:
         return grads, rec_V, rec_I
     return grads
