@@ -160,8 +160,11 @@ def _progress(total: int, desc: str, quiet: bool):
 
 
 def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, quiet: bool = False,
-        log=print) -> dict:
-    """Train according to ``cfg`` and write the results folder ``out_dir``. Returns the summary."""
+        log=print, on_epoch=None) -> dict:
+    """Train according to ``cfg`` and write the results folder ``out_dir``. Returns the summary.
+
+    ``on_epoch(row)``, if given, is called after every epoch once its files are written (the
+    metrics row of the epoch; a sweep reports it to Ray Tune)."""
     out = Path(out_dir)
     if cfg.train.threads:
         set_threads(cfg.train.threads)
@@ -316,6 +319,8 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
             msg += f" | {skipped} batches skipped (non-finite gradient or adjoint at its bound)"
         log(msg)
         fio.write_json(out / "summary.json", summarise(cfg, rows, best, select, finished=(epoch + 1 == t.epochs)))
+        if on_epoch is not None:
+            on_epoch(dict(row))
     if tb_writer is not None:
         tb_writer.close()
     summary = summarise(cfg, rows, best, select, finished=True)
