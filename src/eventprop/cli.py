@@ -175,6 +175,8 @@ def sweep(config, grid, seeds, sets, out, address, cpus_per_trial, max_failures,
     click.echo(table)
     if interrupted:
         sys.exit(130)
+    if any(r["status"].startswith(("error", "failed")) for r in rows):
+        sys.exit(1)
 
 
 @main.command()
@@ -238,10 +240,20 @@ def config_show(config, sets):
 @click.option("--out", type=click.Path(file_okay=False), default="figures", show_default=True)
 @click.option("--sample", type=int, default=0, show_default=True, help="test sample for raster / lambda plots")
 def plot(runs, out, sample):
-    """Figures from result folders: learning curves, summary bars, spike raster, lambda traces."""
-    from .plots import plot_runs
+    """Figures from result folders: learning curves, summary bars, spike raster, lambda traces.
 
-    for p in plot_runs([Path(r) for r in runs], Path(out), sample=sample):
+    A sweep folder (holding sweep.csv, from `eventprop sweep`) gives sweep_bars.png: mean ± sd
+    per configuration (Fig. 5 style)."""
+    from .plots import plot_runs, plot_sweep
+
+    sweeps = [Path(r) for r in runs if (Path(r) / "sweep.csv").is_file()]
+    plain = [Path(r) for r in runs if not (Path(r) / "sweep.csv").is_file()]
+    written = []
+    for s in sweeps:
+        written += plot_sweep(s, Path(out) / s.name if len(sweeps) > 1 else Path(out))
+    if plain:
+        written += plot_runs(plain, Path(out), sample=sample)
+    for p in written:
         click.echo(p)
 
 

@@ -362,7 +362,7 @@ def run_trials(out: Path, trials: list[Trial], *, address: str | None = None, cp
             tune_config=tune.TuneConfig(
                 scheduler=sched, metric=metric if sched else None, mode="max" if sched else None,
                 trial_name_creator=lambda tr: tr.config["trial"]["name"].replace("/", "-"),
-                trial_dirname_creator=lambda tr: f"trial_{tr.trial_id}"),
+                trial_dirname_creator=lambda tr: f"trial_{tr.trial_id}", reuse_actors=True),
             run_config=tune.RunConfig(
                 name="tune", storage_path=str(storage), verbose=0,
                 failure_config=tune.FailureConfig(max_failures=max_failures),
