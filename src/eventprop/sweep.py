@@ -251,7 +251,7 @@ def _tune_trial(config: dict) -> None:
 
 def _progress_printer(total: int, skipped: int, quiet: bool):
     tty = sys.stderr.isatty()
-    state = {"done": skipped, "running": 0, "failed": 0, "last": None}
+    state = {"done": skipped, "running": 0, "failed": 0, "last": None, "ended": set()}
 
     def show(final=False):
         line = f"sweep: {state['done']}/{total} done, {state['running']} running, {state['failed']} failed"
@@ -281,10 +281,12 @@ def _make_callback(state, show, out: Path):
         def on_trial_complete(self, iteration, trials, trial, **info):
             state["running"] = max(state["running"] - 1, 0)
             folder = Path(trial.config["trial"]["folder"])
+            state["ended"].add(str(folder))
             state["failed" if (folder / "error.txt").is_file() else "done"] += 1
             show()
 
         def on_trial_error(self, iteration, trials, trial, **info):
+            state["ended"].add(trial.config["trial"]["folder"])
             state["running"] = max(state["running"] - 1, 0)
             state["failed"] += 1
             show()
@@ -378,13 +380,13 @@ def run_trials(out: Path, trials: list[Trial], *, address: str | None = None, cp
                 e = r.error
                 first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
                 failures[name] = f"{type(e).__name__}: {first[:200]}"
-            elif name and sched is not None:
+            elif name and sched is not None and r.config["trial"]["folder"] in state["ended"]:
                 f = out / name
                 t = next(t for t in pending if t.name == name)
                 if not is_finished(f, t.config) and not (f / "error.txt").is_file():
                     s = _summary(f) or {}
                     fio.write_text(f / "stopped.txt", f"stopped early by ASHA after {s.get('epochs', 0)} epochs\n")
-        if grid.num_terminated + grid.num_errors < len(specs):
+        if any(s["folder"] not in state["ended"] for s in specs):  # stopped by Ctrl-C (SIGINT)
             raise KeyboardInterrupt
         return failures
     finally:
