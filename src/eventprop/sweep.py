@@ -209,6 +209,7 @@ def run_trial(folder: str | Path, config: dict, fold: int | None = None, threads
     folder.mkdir(parents=True, exist_ok=True)
     fio.write_text(folder / "worker.pid", f"{os.getpid()}\n")
     (folder / "error.txt").unlink(missing_ok=True)
+    (folder / "stopped.txt").unlink(missing_ok=True)  # a trial ASHA stopped, rerun without ASHA
     with open(folder / "log.txt", "a") as logf:
         def log(msg):
             print(msg, file=logf, flush=True)
@@ -331,10 +332,12 @@ def run_trials(out: Path, trials: list[Trial], *, address: str | None = None, cp
     """Run the unfinished trials on Ray Tune. Returns {trial name: failure message} for trials
     that failed for good (after Ray's retries). Raises KeyboardInterrupt when interrupted."""
     out = Path(out).resolve()
-    pending = [t for t in trials if not is_finished(out / t.name, t.config)]
+    pending = [t for t in trials if not is_finished(out / t.name, t.config)
+               and not (scheduler == "asha" and (out / t.name / "stopped.txt").is_file())]
     skipped = len(trials) - len(pending)
     if skipped:
-        log(f"sweep: {skipped} of {len(trials)} trials already finished in {out}; skipping them")
+        log(f"sweep: {skipped} of {len(trials)} trials already finished in {out}"
+            f"{' (or stopped by ASHA)' if scheduler == 'asha' else ''}; skipping them")
     if not pending:
         return {}
     started = _init_ray(address, cpus_per_trial)
