@@ -323,7 +323,8 @@ def _init_ray(address: str | None, cpus_per_trial: int):
             raise UserError(f"--cpus-per-trial {cpus_per_trial}: this machine has {n} cores")
         if "PYTHONPATH" in os.environ:  # local workers import this very eventprop
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-        ray.init(num_cpus=n, object_store_memory=100 * 1024**2, **kw)
+        # address="local": always a fresh in-process Ray, never a cluster left running on this machine
+        ray.init(address="local", num_cpus=n, object_store_memory=100 * 1024**2, **kw)
     return True
 
 
