@@ -30,7 +30,7 @@ def assert_user_error(r, *words):
 def test_version_and_help():
     r = cli("--version")
     assert r.returncode == 0 and "eventprop" in r.stdout
-    for sub in ("train", "eval", "xval", "gradcheck", "plot", "analyse", "bench", "config", "export", "import"):
+    for sub in ("train", "eval", "xval", "sweep", "gradcheck", "plot", "analyse", "bench", "config", "export", "import"):
         h = cli(sub, "--help")
         assert h.returncode == 0 and "Usage" in h.stdout
 
@@ -90,7 +90,7 @@ def test_train_eval_plot_end_to_end(tmp_path):
     assert (figs / "learning_curves.png").stat().st_size > 1000
 
 
-def test_xval_on_own_spike_file_with_speakers(tmp_path):
+def _toy_xval_config(tmp_path):
     from eventprop.data import save_spikes
     from eventprop.events import EventDataset
 
@@ -110,11 +110,31 @@ def test_xval_on_own_spike_file_with_speakers(tmp_path):
         "data: {name: spikes, path: %s, trial_ms: 20, n_val: 0}\n"
         "model: {dt_ms: 1.0, hidden: [10], init: {input_mean: 0.8, input_sd: 0.3, out_mean: 0.0, out_sd: 0.5}}\n"
         "loss: {name: sum}\ntrain: {epochs: 2, select: train}\nxval: {seeds: [0, 1]}\n" % (tmp_path / "toy.npz"))
-    r = cli("xval", str(cfg), "--out", str(tmp_path / "xv"), "--quiet")
+    return cfg
+
+
+def test_xval_on_own_spike_file_with_speakers(tmp_path):
+    cfg = _toy_xval_config(tmp_path)
+    r = cli("xval", str(cfg), "--out", str(tmp_path / "xv"), "--quiet")  # on Ray when the extra is installed
     assert r.returncode == 0, r.stderr
     rows = (tmp_path / "xv" / "xval.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 2 * 3  # header + 2 seeds x 3 speakers
     assert "± " in (tmp_path / "xv" / "xval.md").read_text()
+    # without the extra: the same folds one after another, with a one-line hint; the same numbers
+    from click.testing import CliRunner
+
+    import eventprop.sweep
+    from eventprop.cli import main
+
+    orig = eventprop.sweep.have_ray
+    eventprop.sweep.have_ray = lambda: False
+    try:
+        res = CliRunner().invoke(main, ["xval", str(cfg), "--out", str(tmp_path / "seq"), "--quiet"])
+    finally:
+        eventprop.sweep.have_ray = orig
+    assert res.exit_code == 0, res.output
+    assert "pip install 'eventprop[ray]' runs them in parallel" in res.output
+    assert (tmp_path / "seq" / "xval.csv").read_text() == (tmp_path / "xv" / "xval.csv").read_text()
 
 
 SPOKEN = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "spoken-dev")

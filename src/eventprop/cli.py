@@ -1,4 +1,4 @@
-"""Command line: ``eventprop train | eval | xval | gradcheck | export | import | config show | plot | analyse | bench``.
+"""Command line: ``eventprop train | eval | xval | sweep | gradcheck | export | import | config show | plot | analyse | bench``.
 
 User mistakes (bad config, missing file, ...) print one line ``error: ...`` and exit with status 2,
 without a traceback.
@@ -111,19 +111,75 @@ def eval_(checkpoint, config, sets, data_path, split):
     click.echo(f"{split}: accuracy {res.accuracy:.4f} ({int((res.pred == res.labels).sum())}/{len(res.labels)}), loss {res.loss:.4f}")
 
 
+def _ray_options(f):
+    f = click.option("--max-failures", type=int, default=3, show_default=True,
+                     help="Ray retries of a trial whose worker died (it resumes from its checkpoint)")(f)
+    f = click.option("--cpus-per-trial", type=int, default=1, show_default=True,
+                     help="cores per trial (its engine threads); trials run in parallel on the rest")(f)
+    f = click.option("--address", metavar="HOST:PORT",
+                     help="join a running Ray cluster (`ray start --head`); default: start Ray on this machine")(f)
+    return f
+
+
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE")
 @click.option("--out", type=click.Path(file_okay=False), help="folder for the fold runs and the table")
+@click.option("--ray/--no-ray", "use_ray", default=None,
+              help="folds x seeds as parallel trials on Ray Tune (default: when the 'ray' extra is installed)")
+@_ray_options
 @click.option("--quiet", is_flag=True)
-def xval(config, sets, out, quiet):
-    """Leave-one-speaker-out cross-validation, repeated over xval.seeds; writes xval.csv and xval.md."""
+def xval(config, sets, out, use_ray, address, cpus_per_trial, max_failures, quiet):
+    """Leave-one-speaker-out cross-validation, repeated over xval.seeds; writes xval.csv and xval.md.
+
+    With the 'ray' extra installed (or --ray), the folds x seeds run as parallel trials on Ray
+    Tune, like `eventprop sweep`; otherwise one after another. Rerunning resumes either way.
+    """
+    from .sweep import RAY_HINT, have_ray
     from .xval import run_xval
 
     cfg = _resolve(config, sets)
+    if use_ray and not have_ray():
+        raise UserError(f"xval --ray needs Ray Tune: {RAY_HINT}")
+    if address and use_ray is False:
+        raise UserError("--address needs Ray; drop --no-ray")
+    if use_ray is None:
+        use_ray = have_ray()
+        if not use_ray:
+            click.echo(f"xval: folds run one after another; {RAY_HINT} runs them in parallel", err=True)
     out_dir = Path(out) if out else _default_out(cfg).with_name(_default_out(cfg).name + "-xval")
-    table = run_xval(cfg, out_dir, quiet=quiet)
+    table = run_xval(cfg, out_dir, quiet=quiet, use_ray=use_ray, address=address, cpus_per_trial=cpus_per_trial,
+                     max_failures=max_failures)
     click.echo(table)
+
+
+@main.command()
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option("--grid", "grid", multiple=True, metavar="KEY=V1,V2,...",
+              help="values of a setting to sweep, e.g. train.lr=1e-3,2e-3 (repeatable; all combinations)")
+@click.option("--seeds", metavar="S1,S2,...", help="seeds per combination (default: the config's train.seed)")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a setting for every trial")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="sweep folder (rerun to resume)")
+@_ray_options
+@click.option("--scheduler", type=click.Choice(["asha"]), help="early stopping of poor trials (large grids)")
+@click.option("--quiet", is_flag=True, help="no progress line")
+def sweep(config, grid, seeds, sets, out, address, cpus_per_trial, max_failures, scheduler, quiet):
+    """Grid x seeds as parallel trials on Ray Tune (the 'ray' extra); one run folder per trial.
+
+    Writes OUT/sweep.csv (one row per trial) and OUT/sweep.md (mean ± sd per configuration, best
+    configuration: validation accuracy at the epoch of best training accuracy). Rerunning the
+    command skips finished trials and resumes unfinished ones.
+    """
+    from .sweep import sweep as run_sweep
+
+    rows, table, interrupted = run_sweep(config, list(sets), list(grid), seeds, out, address=address,
+                                         cpus_per_trial=cpus_per_trial, scheduler=scheduler,
+                                         max_failures=max_failures, quiet=quiet, log=click.echo)
+    click.echo(table)
+    if interrupted:
+        sys.exit(130)
+    if any(r["status"].startswith(("error", "failed")) for r in rows):
+        sys.exit(1)
 
 
 @main.command()
@@ -222,10 +278,20 @@ def config_show(config, sets):
 @click.option("--out", type=click.Path(file_okay=False), default="figures", show_default=True)
 @click.option("--sample", type=int, default=0, show_default=True, help="test sample for raster / lambda plots")
 def plot(runs, out, sample):
-    """Figures from result folders: learning curves, summary bars, spike raster, lambda traces."""
-    from .plots import plot_runs
+    """Figures from result folders: learning curves, summary bars, spike raster, lambda traces.
 
-    for p in plot_runs([Path(r) for r in runs], Path(out), sample=sample):
+    A sweep folder (holding sweep.csv, from `eventprop sweep`) gives sweep_bars.png: mean ± sd
+    per configuration (Fig. 5 style)."""
+    from .plots import plot_runs, plot_sweep
+
+    sweeps = [Path(r) for r in runs if (Path(r) / "sweep.csv").is_file()]
+    plain = [Path(r) for r in runs if not (Path(r) / "sweep.csv").is_file()]
+    written = []
+    for s in sweeps:
+        written += plot_sweep(s, Path(out) / s.name if len(sweeps) > 1 else Path(out))
+    if plain:
+        written += plot_runs(plain, Path(out), sample=sample)
+    for p in written:
         click.echo(p)
 
 

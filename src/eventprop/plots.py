@@ -235,3 +235,60 @@ def plot_sample(run: Path, out: Path, sample: int, tag: str) -> list[Path]:
     p1 = _savefig(fig, out / f"sample_{tag}.png")
     plt.close(fig)
     return [p1]
+
+
+def plot_sweep(sweep_dir: Path, out: Path) -> list[Path]:
+    """Fig. 5-style bars from a sweep folder's sweep.csv: per configuration, the mean ± sd over its
+    finished trials (seeds, folds) of the training, validation and test accuracy at the epoch of
+    best training accuracy, each trial a dot; the best configuration (sweep.md's rule) marked."""
+    from .sweep import best_config, group_rows
+
+    p = sweep_dir / "sweep.csv"
+    if not p.is_file():
+        raise UserError(f"{str(sweep_dir)!r} is not a sweep folder (no sweep.csv)")
+    with open(p) as f:
+        reader = csv.DictReader(f)
+        raw = list(reader)
+        fields = reader.fieldnames or []
+    keys = fields[: fields.index("seed")] if "seed" in fields else []
+    rows = []
+    for r in raw:
+        d = dict(r)
+        for k in ("train_accuracy", "val_accuracy", "test_accuracy"):
+            d[k] = float(r[k]) if r.get(k) not in (None, "") else None
+        d["fold"] = r.get("fold", "")
+        rows.append(d)
+    ok = [r for r in rows if r["status"] == "ok"]
+    if not ok:
+        raise UserError(f"{str(p)!r}: no finished trial to plot")
+    groups = group_rows(ok, keys)
+    best, _ = best_config(rows, keys)
+    names = list(groups)
+    metrics = [k for k in ("train_accuracy", "val_accuracy", "test_accuracy")
+               if any(r[k] is not None for r in ok)]
+    plt = _mpl()
+    out.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(max(1.2 * len(names) * len(metrics) / 2 + 2, 5), 4.2))
+    w = 0.8 / len(metrics)
+    allv = []
+    for j, key in enumerate(metrics):
+        x = np.arange(len(names)) + (j - (len(metrics) - 1) / 2) * w
+        mus, sds = [], []
+        for xi, g in zip(x, names):
+            v = 100 * np.array([r[key] for r in groups[g] if r[key] is not None], dtype=float)
+            allv += list(v)
+            mus.append(v.mean() if len(v) else np.nan)
+            sds.append(v.std(ddof=1) if len(v) > 1 else 0.0)
+            ax.plot(np.full(len(v), xi), v, "o", ms=3, color="k", alpha=0.6, zorder=3)
+        ax.bar(x, mus, w * 0.95, yerr=sds, capsize=3, color=f"C{j}", label=key.replace("_", " "))
+    ax.set_xticks(np.arange(len(names)))
+    ax.set_xticklabels([f"{n}\n(best)" if n == best else n for n in names], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("% correct at the epoch of best training accuracy")
+    ax.set_ylim(max(min(allv) - 5, 0), min(max(allv) + 3, 100.5))
+    ax.set_title(f"{sweep_dir.name}: mean ± sd over seeds" + (" and folds" if any(r["fold"] for r in ok) else ""),
+                 fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    path = _savefig(fig, out / "sweep_bars.png")
+    plt.close(fig)
+    return [path]

@@ -185,12 +185,13 @@ def _progress(total: int, desc: str, quiet: bool):
 
 
 def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, quiet: bool = False,
-        log=print, timings: list | None = None) -> dict:
+        log=print, timings: list | None = None, on_epoch=None) -> dict:
     """Train according to ``cfg`` and write the results folder ``out_dir``. Returns the summary.
 
     ``timings``, if given, gets one dict per epoch with the seconds spent in each part of the
     epoch's training (augment, batching, forward, loss, backward, optimiser, total) and in its
-    evaluation (eval).
+    evaluation (eval). ``on_epoch(row)``, if given, is called after every epoch once its files
+    are written (the metrics row of the epoch; a sweep reports it to Ray Tune).
     """
     out = Path(out_dir)
     if cfg.train.threads:
@@ -366,6 +367,8 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
             msg += f" | {skipped} batches skipped (non-finite gradient or adjoint at its bound)"
         log(msg)
         fio.write_json(out / "summary.json", summarise(cfg, rows, best, select, finished=(epoch + 1 == t.epochs)))
+        if on_epoch is not None:
+            on_epoch(dict(row))
     if tb_writer is not None:
         tb_writer.close()
     summary = summarise(cfg, rows, best, select, finished=True)
