@@ -82,6 +82,8 @@ class ModelConfig(_Strict):
     out_tau_syn: float = Field(5.0, gt=0)
     grazing_eps: float = Field(1e-2, gt=0, description="floor on tau_m dV/dt at a spike (grazing crossings)")
     dtype: Literal["float32", "float64"] = "float32"
+    learn_tau: Union[bool, list[bool]] = Field(False, description="learn the hidden neurons' tau_mem and tau_syn "
+                                               "(per neuron, by EventProp; a bool or one per hidden layer)")
     het_tau: bool = Field(False, description="hetLIF: per-neuron hidden tau_mem and tau_syn drawn from Gamma(3, tau/3), "
                           "clipped to [3 ms, 3 tau_mem] and [1 ms, 3 tau_syn], seeded by train.seed")
     backend: Literal["auto", "cpu", "cuda"] = Field("cpu", description="where the engine runs: cpu (numba kernels), "
@@ -99,7 +101,14 @@ class ModelConfig(_Strict):
     def _rec_len(self):
         if isinstance(self.recurrent, list) and len(self.recurrent) != len(self.hidden):
             raise ValueError(f"recurrent: a list must have one entry per hidden layer ({len(self.hidden)})")
+        if isinstance(self.learn_tau, list) and len(self.learn_tau) != len(self.hidden):
+            raise ValueError(f"learn_tau: a list must have one entry per hidden layer ({len(self.hidden)})")
         return self
+
+    def learn_tau_list(self) -> list[bool]:
+        if isinstance(self.learn_tau, list):
+            return list(self.learn_tau)
+        return [bool(self.learn_tau)] * len(self.hidden)
 
     def recurrent_list(self) -> list[bool]:
         if isinstance(self.recurrent, list):

@@ -83,7 +83,7 @@ from .backend import (ForwardOutputs, InputSpikes, NetArrays, ReadoutGradArrays,
                       get_backend, set_backend)
 from .errors import UserError
 from .events import SpikeBatch
-from .network import NetworkSpec, check_params
+from .network import NetworkSpec, check_params, with_param_taus
 
 __all__ = ["forward", "backward", "Forward", "ReadoutGrads", "ReadoutWeight", "Layout", "layout", "set_threads",
            "set_backend", "Tape"]
@@ -346,9 +346,10 @@ def forward(
     """
     check_params(spec, params)
     _check_batch(spec, batch)
+    spec = with_param_taus(spec, params)  # learned time constants, if the parameters hold any
     be = get_backend(backend)
     if dtype is None:
-        dtype = np.float64 if all(p.dtype == np.float64 for p in params.values()) else np.float32
+        dtype = np.float64 if all(params[k].dtype == np.float64 for k in spec.param_shapes()) else np.float32
     lay = layout(spec, dtype)
     net = _net_arrays(lay, flatten(spec, params, dtype))
     B, N = batch.ptr.shape[0], batch.n_steps

@@ -130,13 +130,17 @@ def engine_gradient(problem: Problem, dt: float):
 
 def _exact(problem: Problem, params):
     loss = problem.loss
+    from .network import with_param_taus
+
+    spec = with_param_taus(problem.spec, params)  # time constants may be among the checked parameters
+    params = {k: v for k, v in params.items() if not k.startswith("tau_")}
     if isinstance(loss, _PerSampleWeightLoss):
-        net = exact.ExactNetwork(problem.spec, params)
+        net = exact.ExactNetwork(spec, params)
         res = [net.simulate(t, u, problem.T, weight_fns={loss.name: loss.sample_weight_fn(b)}, want_max=False)
                for b, (t, u, _) in enumerate(problem.samples)]
         labels = [s[2] for s in problem.samples]
         return exact.loss_from_results(loss, res, labels, problem.T), res
-    vals, res = exact.loss_values(problem.spec, params, problem.samples, problem.T, [loss])
+    vals, res = exact.loss_values(spec, params, problem.samples, problem.T, [loss])
     return vals[loss.name], res
 
 

@@ -359,12 +359,15 @@ def value_and_grad(spec, params, batch, loss: Loss, regulariser: SpikeCountRegul
         total += reg_value
         g = ReadoutGrads(g.integral, g.vmax, g.trace, g.first_spike, reg_grads)
     t2 = time.perf_counter()
-    out = backward(fw, g, record=record)
+    taus = [k for k in params if k.startswith("tau_")]
+    out = backward(fw, g, record=record, taus=bool(taus))
     if timings is not None:
         t3 = time.perf_counter()
         for k, v in (("forward", t1 - t0), ("loss", t2 - t1), ("backward", t3 - t2)):
             timings[k] = timings.get(k, 0.0) + v
+    grads = out[0] if record is not None else out
+    for k in [k for k in grads if k.startswith("tau_") and k not in params]:
+        del grads[k]  # only the time constants that are parameters
     if record is not None:
-        grads, lamV, lamI = out
-        return total, grads, res, fw, (lamV, lamI)
-    return total, out, res, fw
+        return total, grads, res, fw, (out[1], out[2])
+    return total, grads, res, fw

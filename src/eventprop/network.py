@@ -131,13 +131,44 @@ def init_params(spec: NetworkSpec, init: InitSpec | None = None, seed: int = 0, 
     return params
 
 
+def tau_shapes(spec: NetworkSpec) -> dict[str, tuple[int]]:
+    """The optional learned time constants: ``tau_mem<l>``, ``tau_syn<l>`` (ms, one per neuron)
+    of hidden layer l. When present in a parameter dict they replace the spec's time constants."""
+    out: dict[str, tuple[int]] = {}
+    for i, h in enumerate(spec.hidden):
+        out[f"tau_mem{i}"] = (h.size,)
+        out[f"tau_syn{i}"] = (h.size,)
+    return out
+
+
+def with_param_taus(spec: NetworkSpec, params: dict[str, np.ndarray]) -> NetworkSpec:
+    """``spec`` with the time constants of ``params`` (tau_mem<l>, tau_syn<l>) where it has them."""
+    if not any(k.startswith("tau_") for k in params):
+        return spec
+    hidden = []
+    for i, h in enumerate(spec.hidden):
+        tm = params.get(f"tau_mem{i}")
+        ts = params.get(f"tau_syn{i}")
+        hidden.append(LayerSpec(h.size, h.tau_mem if tm is None else np.asarray(tm, np.float64).copy(),
+                                h.tau_syn if ts is None else np.asarray(ts, np.float64).copy(), h.threshold, h.recurrent))
+    return NetworkSpec(spec.n_in, hidden, spec.output, spec.dt, spec.grazing_eps)
+
+
 def check_params(spec: NetworkSpec, params: dict[str, np.ndarray]) -> None:
-    """Raise ConfigError unless ``params`` has exactly the arrays ``spec`` needs, finite."""
+    """Raise ConfigError unless ``params`` has exactly the weight arrays ``spec`` needs (plus, if
+    any, learned time constants of hidden layers), finite."""
     shapes = spec.param_shapes()
+    taus = tau_shapes(spec)
     missing = set(shapes) - set(params)
-    extra = set(params) - set(shapes)
+    extra = set(params) - set(shapes) - set(taus)
     if missing or extra:
         raise ConfigError(f"parameters: expected arrays {sorted(shapes)}, got {sorted(params)}")
+    for k in set(params) & set(taus):
+        a = np.asarray(params[k])
+        if tuple(a.shape) != taus[k]:
+            raise ConfigError(f"parameters[{k!r}]: shape {tuple(a.shape)}, expected {taus[k]}")
+        if not np.all(np.isfinite(a)) or not np.all(a > 0):
+            raise ConfigError(f"parameters[{k!r}]: time constants must be finite and > 0 ms")
     for k, shp in shapes.items():
         a = params[k]
         if tuple(a.shape) != shp:

@@ -90,6 +90,10 @@ def export_nir(spec: NetworkSpec, params: dict, delay_copies: int = 1, delay_ms:
     """
     nir = _nir()
     check_params(spec, params)
+    from .network import with_param_taus
+
+    spec = with_param_taus(spec, params)  # learned time constants go out per neuron
+    params = {k: v for k, v in params.items() if not k.startswith("tau_")}
     if delay_line not in ("nodes", "expanded"):
         raise UserError(f"delay_line {delay_line!r}: expected 'nodes' or 'expanded'")
     C = int(delay_copies)

@@ -88,6 +88,16 @@ def het_taus(tau_mem: float, tau_syn: float, n: int, seed: int, layer: int) -> t
     return tm, ts
 
 
+def clamp_taus(params: dict) -> None:
+    """Keep learned time constants at or above the floors (3 ms membrane, 1 ms synapse), as the
+    authors' optimiser does; in place."""
+    for k, v in params.items():
+        if k.startswith("tau_mem"):
+            np.maximum(v, MIN_TAU_MEM, out=v)
+        elif k.startswith("tau_syn"):
+            np.maximum(v, MIN_TAU_SYN, out=v)
+
+
 def build_loss(cfg: RunConfig):
     lc = cfg.loss
     return get_loss(lc.name, tau0=lc.tau0, tau1=lc.tau1, alpha=lc.alpha, tau_acc=lc.tau_acc)
@@ -230,6 +240,11 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
     params = init_params(spec, InitSpec(**ic.model_dump()), seed=cfg.train.seed, dtype=dtype)
     if cfg.train.init_from and not resume:
         params = params_from(cfg.train.init_from, spec, dtype)
+    for l, learn in enumerate(cfg.model.learn_tau_list()):  # learned time constants are parameters
+        if learn and f"tau_mem{l}" not in params:
+            h = spec.hidden[l]
+            params[f"tau_mem{l}"] = np.broadcast_to(np.asarray(h.tau_mem, np.float64), (h.size,)).astype(dtype)
+            params[f"tau_syn{l}"] = np.broadcast_to(np.asarray(h.tau_syn, np.float64), (h.size,)).astype(dtype)
     t = cfg.train
     opt = Adam(t.lr, t.beta1, t.beta2, t.eps)
     sched = Schedule(t.lr, t.ease_in, t.ease_in_factor, t.lr_decay, t.plateau.enabled, t.plateau.fast,
@@ -300,6 +315,7 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
                 for k, g in grads.items():
                     gsq[k] += float(np.square(g, dtype=np.float64).sum())
                 opt.update(params, grads, sched.lr())
+                clamp_taus(params)
             else:
                 skipped += 1
             tm["optimiser"] += time.perf_counter() - to0
