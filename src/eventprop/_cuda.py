@@ -7,7 +7,7 @@ out (everything is copied to the device inside each call). The maths, step by st
 Layout of the work
 ------------------
 One thread block per sample (grid = batch), ``threads`` threads per block (a multiple of 32,
-at most ``MAX_THREADS``; 8 under the simulator). Every neuron j (global index over all layers)
+at most ``MAX_THREADS``; 4 under the simulator; ``EVENTPROP_CUDA_THREADS`` overrides). Every neuron j (global index over all layers)
 is *owned* by thread ``j % threads`` for the whole launch: every per-neuron quantity (V, I,
 lambda_V, lambda_I, the readouts of output neuron k = j - noff[L], and column j of every weight
 matrix in the per-block gradient buffer) is only ever written by its owner, or by thread 0
@@ -790,7 +790,7 @@ def threads_per_block(NT: int) -> int:
     if env:
         return max(1, min(MAX_THREADS, int(env)))
     if simulator():
-        return 8  # every simulated thread is a Python thread
+        return 4  # every simulated thread is a Python thread: few, but more than one (ownership by stride)
     return int(min(MAX_THREADS, max(32, -(-NT // 32) * 32)))
 
 
