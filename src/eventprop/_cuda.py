@@ -395,8 +395,9 @@ def _forward_kernel(W, sizes, noff, ff_off, rec_off, spiking, thr, uni, alpha, b
                     wa = w_a[b, n]
                     wb = w_b[b, n]
                     v = V[b, j]
-                    c = I[b, j]
-                    integral[b, k] += wa * (rcoef[0, k] * v + rcoef[2, k] * c) + wb * (rcoef[1, k] * v + rcoef[3, k] * c)
+                    cur = I[b, j]
+                    integral[b, k] += wa * (rcoef[0, k] * v + rcoef[2, k] * cur) + wb * (rcoef[1, k] * v
+                                                                                         + rcoef[3, k] * cur)
         if n == n_steps:
             break
         # ---- exact integration over the step, then the crossing candidates (parallel)
