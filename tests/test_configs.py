@@ -96,3 +96,27 @@ def test_shipped_k_reg_is_the_converted_paper_value(path):
     for k in (cfg.reg.k_upper, cfg.reg.k_lower):
         assert k == 0.0 or k == pytest.approx(want, rel=1e-6)
     assert max(cfg.reg.k_upper, cfg.reg.k_lower) == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["ssc_published_best.yaml", "shd_published_best.yaml"])
+def test_published_configs_train_end_to_end(tmp_path, name):
+    """The published models' configs (delay line, on-grid data, blending, hetLIF, learned time
+    constants, lift) run on files in the official layout, shrunk."""
+    rng = np.random.default_rng(1)
+    kind = name.split("_")[0]
+    splits = ("train", "valid", "test") if kind == "ssc" else ("train", "test")
+    for s in splits:
+        write_shd(tmp_path / f"{kind}_{s}.h5", 48 if s == "train" else 24, rng)
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "eventprop.cli", "train", os.path.join(ROOT, "configs", name),
+                        "--set", f"data.path={tmp_path}", "--set", "data.trial_ms=300", "--set", "model.hidden=[16]",
+                        "--set", "train.epochs=2", "--set", "data.download=false", "--set", "data.delay_copies=3",
+                        "--set", "data.augment.blend=16", "--set", "model.dt_ms=2.0", "--out", str(out), "--quiet"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert (out / "summary.json").is_file()
+    from eventprop.io import load_npz
+
+    ck = load_npz(out / "checkpoint.npz")
+    cfg = validate(load_file(os.path.join(ROOT, "configs", name)))
+    assert ("param/tau_mem0" in ck) == bool(cfg.model.learn_tau)

@@ -15,7 +15,7 @@ from numba import njit, prange
 
 # per-chunk work arrays of the forward pass
 _FwdScratch = namedtuple("_FwdScratch", "V I qm mark prev_ids cur_ids prev_delta cur_delta prev_tidx cur_tidx "
-                                        "c_j c_u c_v c_i c_ul c_corr c_alive")
+                                        "c_j c_u c_v c_i c_ul c_corr c_alive ea eb ek rt")
 
 NEWTON_STEPS = 6  # at most this many refinements of a crossing time inside its step (see _crossing)
 LAMBDA_MAX = 1e15  # bound on |lambda_V|, |lambda_I| after a jump (see _backward_sample)
@@ -108,26 +108,110 @@ def _dprop(h, tm, ts):
 
 
 @njit(cache=True)
-def _tau_targets(W, base, po, S, tau_m, tau_s, delta, lamV, lamI, nuVm, nuIm, nuVs, nuIs, dtau):
+def _decay_rows(ea, eb, ek, po, S, tau_m, tau_s, rt, delta):
+    """ea[j] = e^{-delta/tau_m,j}, eb[j] = e^{-delta/tau_s,j}, ek[j] = kappa_j(delta) for neurons
+    po..po+S-1 (rt: _rates). The exponentials by scaling and squaring a degree-9 Taylor
+    polynomial (relative error below 1e-14): plain arithmetic over the row, which the compiler
+    vectorises, instead of 2 S calls of exp; kappa from them, exactly (as _kap_e) where
+    (1/tau_s - 1/tau_m) delta is tiny."""
+    _vexp_neg(ea, po, S, delta, rt[0])
+    _vexp_neg(eb, po, S, delta, rt[1])
+    small = np.inf
+    for j in range(po, po + S):
+        ek[j] = rt[2, j] * (ea[j] - eb[j])
+        small = min(small, abs(rt[3, j]))
+    if small * delta <= 1e-3:  # rare: tau_m ~ tau_s, or a tiny delta
+        for j in range(po, po + S):
+            if abs(rt[3, j] * delta) <= 1e-3:
+                ek[j] = _kap(delta, tau_m[j], tau_s[j])
+
+
+@njit(cache=True)
+def _rates(tau_m, tau_s):
+    """Per-neuron constants of the non-uniform paths: 1/tau_m, 1/tau_s, tau_s/(tau_m - tau_s),
+    1/tau_s - 1/tau_m, tau_m/tau_s."""
+    NT = tau_m.shape[0]
+    rt = np.empty((5, NT), dtype=np.float64)
+    for j in range(NT):
+        tm = float(tau_m[j])
+        ts = float(tau_s[j])
+        rt[0, j] = 1.0 / tm
+        rt[1, j] = 1.0 / ts
+        rt[2, j] = ts / (tm - ts) if tm != ts else 0.0
+        rt[3, j] = 1.0 / ts - 1.0 / tm
+        rt[4, j] = tm / ts
+    return rt
+
+
+@njit(cache=True, inline="always")
+def _kap_r(delta, n, tau_m, tau_s, em, es, rt):
+    """kappa(delta) of neuron n from its decays em, es and its row of _rates (as _kap_e)."""
+    if abs(rt[3, n] * delta) > 1e-3:
+        return rt[2, n] * (em - es)
+    return _kap(delta, tau_m[n], tau_s[n])
+
+
+@njit(cache=True, inline="always")
+def _vexp_neg(out, lo, n, s, rate):
+    m = 0.0
+    for j in range(n):
+        m = max(m, s * rate[lo + j])
+    k = 0
+    f = -s
+    while m > 0.125:
+        m *= 0.5
+        f *= 0.5
+        k += 1
+    for j in range(n):
+        z = f * rate[lo + j]
+        out[lo + j] = 1.0 + z * (1.0 + z * (0.5 + z * (1.0 / 6.0 + z * (1.0 / 24.0 + z * (1.0 / 120.0 + z * (
+            1.0 / 720.0 + z * (1.0 / 5040.0 + z * (1.0 / 40320.0 + z * (1.0 / 362880.0)))))))))
+    for _ in range(k):
+        for j in range(n):
+            out[lo + j] *= out[lo + j]
+
+
+@njit(cache=True, inline="always")
+def _dh_e(x, emx):
+    """h'(x) for h(x) = (1 - e^{-x})/x, given emx = e^{-x}: series below |x| = 0.05."""
+    if abs(x) < 0.05:
+        return -0.5 + x * (1.0 / 3.0 + x * (-0.125 + x * (1.0 / 30.0 + x * (-1.0 / 144.0 + x / 840.0))))
+    return (emx * (1.0 + x) - 1.0) / (x * x)
+
+
+@njit(cache=True, inline="always")
+def _dprop_e(h, tm, ts, em, es, kap):
+    """_dprop from em = e^{-h/tm}, es = e^{-h/ts} and kap = kappa(h) (no further exp)."""
+    x = (1.0 / ts - 1.0 / tm) * h
+    g = em * (h / tm) * _dh_e(x, es / em)
+    dem = h / (tm * tm) * em
+    dkm = kap * (h / (tm * tm) - 1.0 / tm) + g * h / (tm * tm)
+    dks = -g * h / (ts * ts)
+    des = h / (ts * ts) * es
+    return dem, dkm, dks, des
+
+
+@njit(cache=True)
+def _tau_targets(W, base, po, S, tau_m, tau_s, delta, lamV, lamI, nuVm, nuIm, nuVs, nuIs, dtau, ea, eb, ek, rt):
     """dL/dtau of the targets po..po+S-1 of a spike emitted at t_c = t_m - delta: its current jump
     w at t_c is an event of each target, worth w nu_I(t_c) with nu(t_c) = Phi(delta)^T nu(t_m) +
-    dPhi(delta)/dtau^T p(t_m) (p = (-tau_m lambda_V, -tau_s lambda_I), the costate)."""
-    tm = -1.0
-    ts = -1.0
-    kp = 0.0
-    es = 0.0
-    dkm = 0.0
-    dks = 0.0
-    des = 0.0
+    dPhi(delta)/dtau^T p(t_m) (p = (-tau_m lambda_V, -tau_s lambda_I), the costate).
+    ea, eb: e^{-delta/tau_m}, e^{-delta/tau_s} of the targets (_decay_rows)."""
+    h = delta
     for j in range(S):
         n = po + j
-        if tau_m[n] != tm or tau_s[n] != ts:  # uniform layers: once per spike
-            tm = tau_m[n]
-            ts = tau_s[n]
-            em = np.exp(-delta / tm)
-            es = np.exp(-delta / ts)
-            kp = _kap_e(delta, tm, ts, em, es)
-            _, dkm, dks, des = _dprop(delta, tm, ts)
+        tm = tau_m[n]
+        ts = tau_s[n]
+        em = ea[n]
+        es = eb[n]
+        kp = ek[n]
+        rm = rt[0, n]
+        rs = rt[1, n]
+        x = rt[3, n] * h
+        g = em * (h * rm) * _dh_e(x, es / em)
+        dkm = kp * (h * rm * rm - rm) + g * h * rm * rm
+        dks = -g * h * rs * rs
+        des = h * rs * rs * es
         w = W[base + j]
         pV = -tm * lamV[n]
         pI = -ts * lamI[n]
@@ -253,7 +337,7 @@ def _first_crossing(v, i, v1, i1, th, tm, ts, span):
 
 
 @njit(cache=True)
-def _deliver(I, V, W, base, po, S, uniform, tau_m, tau_s, delta):
+def _deliver(I, V, W, base, po, S, uniform, tau_m, tau_s, delta, ea, eb, ek, rt):
     """A spike emitted at t - delta reaches neurons po..po+S+1 at grid time t: their state at t becomes
     what it would be had the current jump (row W[base:base+S]) happened at t - delta."""
     if delta == 0.0:
@@ -267,10 +351,12 @@ def _deliver(I, V, W, base, po, S, uniform, tau_m, tau_s, delta):
             I[po + j] += w * bI
             V[po + j] += w * bV
     else:
+        _decay_rows(ea, eb, ek, po, S, tau_m, tau_s, rt, delta)
         for j in range(S):
+            n = po + j
             w = W[base + j]
-            I[po + j] += w * np.exp(-delta / tau_s[po + j])
-            V[po + j] += w * _kap(delta, tau_m[po + j], tau_s[po + j])
+            I[n] += w * eb[n]
+            V[n] += w * ek[n]
 
 
 @njit(cache=True)
@@ -297,7 +383,7 @@ def _arrivals(
     b, n, n_steps, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni, tau_m, tau_s,
     grazing_eps, w_a, w_b, edecay, V, I, ids, deltas, tidx, n_prev, mark, integral,
     tape_step, tape_id, tape_d, tape_delta, cap, ntape, graze, counts, fs_step, fs_time, dt,
-    want_max, vmax, tmax, mx_ref, mx_delta, mx_slope,
+    want_max, vmax, tmax, mx_ref, mx_delta, mx_slope, ea, eb, ek, rt,
 ):
     """The spikes detected at grid time t_n (emitted at t_n - delta) reach their targets, each with
     its exact sub-step effect.
@@ -337,17 +423,17 @@ def _arrivals(
                         if k == 0 or uni[L] == 0:
                             tmk = tau_m[oo + k]
                             tsk = tau_s[oo + k]
-                            ea = np.exp(delta / tmk)
-                            eb = np.exp(delta / tsk)
+                            xa = np.exp(delta / tmk)
+                            xb = np.exp(delta / tsk)
                             kb = _kap(-delta, tmk, tsk)
-                        vc = ea * V[oo + k] + I[oo + k] * kb  # V(t_c^-)
+                        vc = xa * V[oo + k] + I[oo + k] * kb  # V(t_c^-)
                         if vc > vmax[k]:
                             vmax[k] = vc
                             tmax[k] = n
                             mx_ref[k] = tidx[e]
                             mx_delta[k] = delta
-                            mx_slope[k] = I[oo + k] * eb - vc  # tau_m dV/dt(t_c^-)
-                _deliver(I, V, W, base, noff[l + 1], S, uni[l + 1], tau_m, tau_s, delta)
+                            mx_slope[k] = I[oo + k] * xb - vc  # tau_m dV/dt(t_c^-)
+                _deliver(I, V, W, base, noff[l + 1], S, uni[l + 1], tau_m, tau_s, delta, ea, eb, ek, rt)
                 if l + 1 == L and spiking[L] == 0 and delta > 0.0:
                     for k in range(no):
                         if k == 0 or uni[L] == 0:
@@ -356,7 +442,7 @@ def _arrivals(
             if rec_off[l] >= 0:
                 S = sizes[l]
                 base = rec_off[l] + i * S
-                _deliver(I, V, W, base, noff[l], S, uni[l], tau_m, tau_s, delta)
+                _deliver(I, V, W, base, noff[l], S, uni[l], tau_m, tau_s, delta, ea, eb, ek, rt)
             e += 1
         # crossings inside the step caused by these arrivals (at most one per neuron and step)
         for l in range(n_layers):
@@ -418,6 +504,7 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
     prev_ids, cur_ids, prev_delta, cur_delta = scr.prev_ids, scr.cur_ids, scr.prev_delta, scr.cur_delta
     prev_tidx, cur_tidx = scr.prev_tidx, scr.cur_tidx
     c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive = scr.c_j, scr.c_u, scr.c_v, scr.c_i, scr.c_ul, scr.c_corr, scr.c_alive
+    ea, eb, ek, rt = scr.ea, scr.eb, scr.ek, scr.rt
     n_layers = sizes.shape[0]
     L = n_layers - 1
     NT = V.shape[0]
@@ -451,7 +538,7 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                 b, n, n_steps, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni, tau_m, tau_s,
                 grazing_eps, w_a, w_b, edecay, V, I, prev_ids, prev_delta, prev_tidx, n_prev, mark, integral,
                 tape_step, tape_id, tape_d, tape_delta, cap, ntape, graze, counts, fs_step, fs_time, dt,
-                want_max, vmax, tmax, mx_ref, mx_delta, mx_slope)
+                want_max, vmax, tmax, mx_ref, mx_delta, mx_slope, ea, eb, ek, rt)
         if n < n_steps:
             I0 = I[0:S0]
             for q in range(in_ptr[b, n], in_ptr[b, n + 1]):
@@ -615,10 +702,10 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                     f_es = np.exp(-s2 / tsc)
                     f_ke = _kap_e(s2, tmc, tsc, f_em, f_es)
                     if uni[lc] == 0 or lc != f_key_l:
-                        f_kd = _kap(delta, tmc, tsc)
                         f_sm = np.exp(-span / tmc)
                         f_ss = np.exp(-span / tsc)
                         f_ks = _kap_e(span, tmc, tsc, f_sm, f_ss)
+                        f_kd = f_ks  # (delta = span: the same kappa)
                     f_key_l = lc
                     f_s2 = s2
                 c_v[c] = c_v[c] * f_em + c_i[c] * f_ke
@@ -693,8 +780,12 @@ def _forward_chunk(c, n_chunks, net, inp, ro, tape, out, n_steps, dt, grazing_ep
     qm = np.empty(NT, dtype=W.dtype)  # 2 dt / tau_m, for the near-threshold test
     for j in range(NT):
         qm[j] = 2.0 * dt / tau_m[j]
+    ea = np.empty(NT, dtype=np.float64)  # per-neuron decays over one delta (non-uniform layers)
+    eb = np.empty(NT, dtype=np.float64)
+    ek = np.empty(NT, dtype=np.float64)
+    rt = _rates(tau_m, net.tau_s)
     scr = _FwdScratch(V, I, qm, mark, prev_ids, cur_ids, prev_delta, cur_delta, prev_tidx, cur_tidx,
-                      c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive)
+                      c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive, ea, eb, ek, rt)
     b0 = (c * B) // n_chunks
     b1 = ((c + 1) * B) // n_chunks
     for b in range(b0, b1):
@@ -704,7 +795,7 @@ def _forward_chunk(c, n_chunks, net, inp, ro, tape, out, n_steps, dt, grazing_ep
 
 
 @njit(cache=True)
-def _spike_targets(W, base, po, S, uniform, tau_m, tau_s, delta, lamV, lamI, dW):
+def _spike_targets(W, base, po, S, uniform, tau_m, tau_s, delta, lamV, lamI, dW, ea, eb, ek, rt):
     """One spike emitted at t_c = t_m - delta into neurons po..po+S-1, from their adjoints at t_m^+
     propagated back to t_c^+ (free backward evolution over delta):
     dL/dw -= tau_s lambda_I(t_c^+) (Table 1 (v)); returns sum_j w_j (lambda_V - lambda_I)(t_c^+)."""
@@ -728,12 +819,12 @@ def _spike_targets(W, base, po, S, uniform, tau_m, tau_s, delta, lamV, lamI, dW)
         for j in range(S):
             dW[base + j] -= g1 * lamI[po + j] + g2 * lamV[po + j]
         return (a - cb) * sv - bb * si
-    for j in range(S):
-        tm = tau_m[po + j]
-        ts = tau_s[po + j]
-        a = np.exp(-delta / tm)
-        bb = np.exp(-delta / ts)
-        cb = _kap_e(delta, tm, ts, a, bb) * tm / ts
+    for j in range(S):  # ea, eb: the targets' decays over delta (_decay_rows, by the caller)
+        n = po + j
+        ts = tau_s[n]
+        a = ea[n]
+        bb = eb[n]
+        cb = ek[n] * rt[4, n]
         lv = a * lamV[po + j]
         li = bb * lamI[po + j] + cb * lamV[po + j]
         fb += W[base + j] * (lv - li)
@@ -761,7 +852,7 @@ def _apply_jump(lamV, lamI, nid, jv, ji):
 
 @njit(cache=True)
 def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, lamV, lamI, order, gtmp, dW,
-                     rec_b, rec_lamV, rec_lamI, tg, nu, dtau):
+                     rec_b, rec_lamV, rec_lamI, tg, nu, dtau, ea, eb, ek, rt):
     """Backward pass of sample b (accumulated into dW). Returns how often |lambda| was bounded.
 
     With ``tg.want`` it also accumulates dL/dtau_m, dL/dtau_s of every hidden neuron into dtau
@@ -873,16 +964,22 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
                         fb += W[base + k] * (lv - li)
                         dW[base + k] -= ts * li
                 else:
+                    if (delta != 0.0 and uni[l + 1] == 0) or want_tau:
+                        _decay_rows(ea, eb, ek, noff[l + 1], S, tau_m, tau_s, rt, delta)
                     if want_tau and l + 1 < L:  # (before the targets' adjoints are touched by this spike's gradient)
                         _tau_targets(W, base, noff[l + 1], S, tau_m, tau_s, delta, lamV, lamI, nuVm, nuIm, nuVs, nuIs,
-                                     dtau)
-                    fb += _spike_targets(W, base, noff[l + 1], S, uni[l + 1], tau_m, tau_s, delta, lamV, lamI, dW)
+                                     dtau, ea, eb, ek, rt)
+                    fb += _spike_targets(W, base, noff[l + 1], S, uni[l + 1], tau_m, tau_s, delta, lamV, lamI, dW,
+                                         ea, eb, ek, rt)
             if rec_off[l] >= 0:
                 S = sizes[l]
                 base = rec_off[l] + i * S
+                if (delta != 0.0 and uni[l] == 0) or want_tau:
+                    _decay_rows(ea, eb, ek, noff[l], S, tau_m, tau_s, rt, delta)
                 if want_tau:
-                    _tau_targets(W, base, noff[l], S, tau_m, tau_s, delta, lamV, lamI, nuVm, nuIm, nuVs, nuIs, dtau)
-                fb += _spike_targets(W, base, noff[l], S, uni[l], tau_m, tau_s, delta, lamV, lamI, dW)
+                    _tau_targets(W, base, noff[l], S, tau_m, tau_s, delta, lamV, lamI, nuVm, nuIm, nuVs, nuIs, dtau,
+                                 ea, eb, ek, rt)
+                fb += _spike_targets(W, base, noff[l], S, uni[l], tau_m, tau_s, delta, lamV, lamI, dW, ea, eb, ek, rt)
             extra = 0.0
             if l == L and fs_step[i] == m:
                 extra = g_spk[b, i]
@@ -977,6 +1074,10 @@ def _backward_chunk(c, n_chunks, net, inp, ro, tape, fo, gr, n_steps, inv_T, use
     NT = net.alpha.shape[0]
     W = net.W
     nu = np.zeros((4, NT if tg.want else 1), dtype=np.float64)
+    ea = np.empty(NT, dtype=np.float64)  # per-neuron decays over one delta (non-uniform layers)
+    eb = np.empty(NT, dtype=np.float64)
+    ek = np.empty(NT, dtype=np.float64)
+    rt = _rates(net.tau_m, net.tau_s)
     dtau = tg.dtau[c]
     for j in range(dtau.shape[0]):
         dtau[j, 0] = 0.0
@@ -993,7 +1094,7 @@ def _backward_chunk(c, n_chunks, net, inp, ro, tape, fo, gr, n_steps, inv_T, use
     b1 = ((c + 1) * B) // n_chunks
     for b in range(b0, b1):
         hits[c] += _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, lamV, lamI, order,
-                                    gtmp, dW, rec_b, rec_lamV, rec_lamI, tg, nu, dtau)
+                                    gtmp, dW, rec_b, rec_lamV, rec_lamI, tg, nu, dtau, ea, eb, ek, rt)
 
 
 @njit(cache=True, parallel=True)
