@@ -88,7 +88,7 @@ def test_tau_gradient_matches_the_exact_simulator_in_long_trials(arch, loss_name
     from test_gradient_long import problem
 
     p = problem(arch, loss_name)
-    for l, h in enumerate(p.spec.hidden):
+    for l, h in enumerate(list(p.spec.hidden) + [p.spec.output]):  # hidden and output layers
         p.params[f"tau_mem{l}"] = np.full(h.size, float(np.mean(h.tau_mem)))
         p.params[f"tau_syn{l}"] = np.full(h.size, float(np.mean(h.tau_syn)))
     groups = [k for k in p.params if k.startswith("tau_")]
@@ -131,3 +131,72 @@ def test_bad_time_constant_parameters_are_one_line_errors():
     params["tau_mem0"] = np.full(5, 20.0)
     with pytest.raises(ConfigError, match=r"tau_mem0.*shape \(5,\), expected \(4,\)"):
         check_params(spec, params)
+
+
+OUT_CASES = {  # output kind, readout, input / output weight means (a regime where the weight gradients are exact)
+    "li_integral": ("li", "integral", 1.5, 0.4),
+    "li_exp_weight": ("li", "exp", 1.5, 0.4),
+    "lif_first_spike": ("lif", "first_spike", 0.8, 1.0),
+}
+
+
+@pytest.mark.parametrize("name", list(OUT_CASES))
+def test_output_tau_gradient_is_the_derivative_of_the_discrete_algorithm(name):
+    """Learned output time constants: the integral readout's coefficients and sub-step areas
+    depend on them explicitly; spiking outputs are handled like hidden neurons."""
+    from eventprop.engine import ReadoutWeight
+
+    out, readout, w_in, w_out = OUT_CASES[name]
+    N, n_in, B, H, C = 60, 5, 3, 5, 3
+    rng = np.random.default_rng(3)
+    taus = [rng.uniform(10, 30, H), rng.uniform(2, 8, H), rng.uniform(10, 30, C), rng.uniform(2, 8, C)]
+
+    def spec_of(t):
+        return NetworkSpec(n_in, [LayerSpec(H, t[0], t[1], 1.0, False)], OutputSpec(C, out, t[2], t[3]), dt=1.0)
+
+    params = init_params(spec_of(taus), InitSpec(input_mean=w_in, input_sd=0.75, out_mean=w_out, out_sd=0.8),
+                         seed=1, dtype=np.float64)
+    lists = []
+    for _ in range(B):
+        k = rng.integers(10, 40)
+        key = np.unique(rng.integers(0, N - 5, k) * n_in + rng.integers(0, n_in, k))
+        lists.append((key // n_in, key % n_in))
+    batch = batch_from_arrays(lists, [0] * B, N, 1.0)
+    gi = rng.normal(size=(B, C))
+    weight = ReadoutWeight(np.exp(-np.arange(N + 1) / N), 1.0 / N) if readout == "exp" else None
+
+    def loss(t):
+        fw = forward(spec_of(t), params, batch, weight=weight)
+        if out == "lif":
+            return float((np.where(np.isfinite(fw.first_spike), fw.first_spike, 0.0) * gi).sum()), fw
+        return float((fw.integral * gi).sum()), fw
+
+    v, fw = loss(taus)
+    if out == "lif":
+        assert np.isfinite(fw.first_spike).sum() >= 6
+        g = backward(fw, ReadoutGrads(first_spike=np.where(np.isfinite(fw.first_spike), gi, 0.0)), taus=True,
+                     out_taus=True)
+    else:
+        g = backward(fw, ReadoutGrads(gi), taus=True, out_taus=True)
+    h = 1e-6
+    for k, key in enumerate(["tau_mem0", "tau_syn0", "tau_mem1", "tau_syn1"]):
+        fd = np.zeros(len(taus[k]))
+        for j in range(len(taus[k])):
+            p = [x.copy() for x in taus]
+            m = [x.copy() for x in taus]
+            p[k][j] += h
+            m[k][j] -= h
+            fd[j] = (loss(p)[0] - loss(m)[0]) / (2 * h)
+        scale = np.abs(fd).max()
+        assert scale > 1e-3, key
+        np.testing.assert_allclose(g[key], fd, rtol=0, atol=1e-6 * scale, err_msg=key)
+
+
+def test_output_tau_with_the_max_loss_is_refused_in_one_line(tmp_path):
+    from eventprop.config import resolve
+    from eventprop.train import run
+
+    cfg = resolve(None, ["loss.name=max", "model.learn_out_tau=true", "train.epochs=1"])
+    with pytest.raises(ConfigError, match="learn_out_tau.*max loss"):
+        run(cfg, tmp_path / "r", quiet=True, log=lambda *a: None)
+    assert not (tmp_path / "r").exists()

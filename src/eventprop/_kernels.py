@@ -880,7 +880,9 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
         lamI[j] = 0.0
     want_tau = tg.want
     nuVm, nuIm, nuVs, nuIs = nu[0], nu[1], nu[2], nu[3]
-    n_hid = noff[L]  # hidden neurons carry nu
+    n_hid = noff[L]  # hidden neurons carry nu (and the output neurons when their tau are learned)
+    out_tau = want_tau and tg.out
+    n_nu = NT if out_tau else n_hid
     if want_tau:
         for j in range(NT):
             nuVm[j] = 0.0
@@ -963,10 +965,23 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
                         li = bb * lamI[oo + k] + cb * lamV[oo + k] - src * area
                         fb += W[base + k] * (lv - li)
                         dW[base + k] -= ts * li
+                        if out_tau:
+                            # the arrival adds Phi(delta) (0, w) to the state at t_m and w w_end
+                            # int_0^delta kappa to the integral readout: e^T nu(t_m) and the
+                            # derivatives of both in tau (p at t_m: the current adjoint)
+                            n_o = oo + k
+                            w = W[base + k]
+                            dem, dkm, dks, des = _dprop_e(delta, tm, ts, a, bb, kp)
+                            pV = -tm * lamV[n_o]
+                            pI = -ts * lamI[n_o]
+                            gw = src * w  # the readout density over [t_c, t_m] (integral and trace)
+                            dtau[n_o, 0] += w * (kp * nuVm[n_o] + bb * nuIm[n_o] + dkm * pV) - gw * (kp + tm * dkm)
+                            dtau[n_o, 1] += (w * (kp * nuVs[n_o] + bb * nuIs[n_o] + dks * pV + des * pI)
+                                             + gw * (1.0 - bb - delta / ts * bb - tm * dks))
                 else:
                     if (delta != 0.0 and uni[l + 1] == 0) or want_tau:
                         _decay_rows(ea, eb, ek, noff[l + 1], S, tau_m, tau_s, rt, delta)
-                    if want_tau and l + 1 < L:  # (before the targets' adjoints are touched by this spike's gradient)
+                    if want_tau and (l + 1 < L or out_tau):  # (before this spike's gradient touches the adjoints)
                         _tau_targets(W, base, noff[l + 1], S, tau_m, tau_s, delta, lamV, lamI, nuVm, nuIm, nuVs, nuIs,
                                      dtau, ea, eb, ek, rt)
                     fb += _spike_targets(W, base, noff[l + 1], S, uni[l + 1], tau_m, tau_s, delta, lamV, lamI, dW,
@@ -993,7 +1008,7 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
             if l < L:
                 jv -= reg[b, nid] / (thr[l] * tau_m[nid])
             k_i = _kap_e(delta, tau_m[nid], tau_s[nid], a_i, b_i)
-            if want_tau and l < L:
+            if want_tau and (l < L or out_tau):
                 # its reset at t_c is an event of its own: e = (-theta, 0), worth -theta nu_V(t_c)
                 dem, dkm, dks, des = _dprop(delta, tau_m[nid], tau_s[nid])
                 pV = -tau_m[nid] * lamV[nid]
@@ -1002,7 +1017,7 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
             # the jump happens at t_c; expressed at t_m it is the state that free backward
             # evolution over delta takes to (jv, 0)
             hits += _apply_jump(lamV, lamI, nid, jv / a_i, -k_i * tau_m[nid] / tau_s[nid] * jv / (a_i * b_i))
-            if want_tau and l < L:
+            if want_tau and (l < L or out_tau):
                 # p jumps at t_c, not over all of [t_m - dt, t_m]: nu at t_m takes the correction
                 # -Phi(delta)^{-T} dPhi(delta)^T D, D the jump expressed at t_m (p units)
                 DV = -tau_m[nid] * jv / a_i
@@ -1039,7 +1054,7 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
         #      are the discrete adjoint of the forward readout: same coefficients)
         if m >= 1:
             if want_tau:  # nu(t_{m-1}) = Phi^T nu(t_m) + dPhi/dtau^T p(t_m), before lambda moves
-                for j in range(n_hid):
+                for j in range(n_nu):
                     pV = -tau_m[j] * lamV[j]
                     pI = -tau_s[j] * lamI[j]
                     nuIm[j] = cfw[j] * nuVm[j] + beta[j] * nuIm[j] + tg.dkm[j] * pV
@@ -1055,6 +1070,8 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
                 wb = w_b[b, m - 1]
                 for k in range(no):
                     gi = g_int[b, k] * inv_T
+                    G0 = 0.0
+                    dG = 0.0
                     sV = gi * (wa * rcoef[0, k] + wb * rcoef[1, k])
                     sI = gi * (wa * rcoef[2, k] + wb * rcoef[3, k])
                     if use_trace:
@@ -1064,6 +1081,20 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
                         sI += G0 * tcoef[2, k] + dG * tcoef[3, k]
                     lamV[oo + k] -= sV / tau_m[oo + k]
                     lamI[oo + k] -= sI / tau_s[oo + k]
+                    if out_tau:  # the readout coefficients' own dependence on tau (a term c^T x(t_{m-1}))
+                        n_o = oo + k
+                        for q in range(2):
+                            dV = gi * (wa * tg.dco[q, 0, k] + wb * tg.dco[q, 1, k])
+                            dI = gi * (wa * tg.dco[q, 2, k] + wb * tg.dco[q, 3, k])
+                            if use_trace:
+                                dV += G0 * tg.dtco[q, 0, k] + dG * tg.dtco[q, 1, k]
+                                dI += G0 * tg.dtco[q, 2, k] + dG * tg.dtco[q, 3, k]
+                            if q == 0:
+                                nuVm[n_o] += dV
+                                nuIm[n_o] += dI
+                            else:
+                                nuVs[n_o] += dV
+                                nuIs[n_o] += dI
     return hits
 
 

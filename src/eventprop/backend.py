@@ -29,7 +29,7 @@ A backend implements two methods (see :class:`Backend`):
   -> (dW, hits, lamV, lamI, dtau)`` with dW flat like ``net.W``, hits the number of bounded
   adjoint values, the adjoint traces of sample ``record`` (or None), and with ``tau`` (the
   per-neuron propagator derivatives (dem, dkm, dks, des) over dt) dL/dtau_m, dL/dtau_s of every
-  hidden neuron as an array (neurons, 2), else None. A backend that cannot compute them raises
+  hidden neuron (and output neuron, when ``tau[4]``) as an array (neurons, 2), else None. A backend that cannot compute them raises
   a one-line UserError.
 
 Both must give the CPU backend's spikes and gradients to the precision of the dtype; the
@@ -116,6 +116,9 @@ class TauGrad(NamedTuple):
     dks: np.ndarray  # d kappa(dt) / d tau_s
     des: np.ndarray  # d e^{-dt/tau_s} / d tau_s
     dtau: np.ndarray  # float64 (n_chunks, neurons, 2) accumulators (backend's own layout)
+    out: bool  # also the output neurons' (then nu is carried for them too)
+    dco: np.ndarray  # (2, 4, C): d(rcoef)/d(tau_m, tau_s) of the output neurons (integral readout)
+    dtco: np.ndarray  # (2, 4, C): d(tcoef)/d(tau_m, tau_s) (trace readout)
 
 
 class Backend(Protocol):
@@ -188,11 +191,13 @@ class CPUBackend:
             rec_I = np.zeros((n_steps + 1, NT), dtype=dt_)
         else:
             rec_V = rec_I = np.zeros((1, 1), dtype=dt_)
-        if tau is not None:
-            tg = TauGrad(True, *tau, np.zeros((n_chunks, NT, 2), np.float64))
+        if tau is not None:  # (dem, dkm, dks, des, out, dco, dtco)
+            tg = TauGrad(True, *tau[:4], np.zeros((n_chunks, NT, 2), np.float64), bool(tau[4]),
+                         np.ascontiguousarray(tau[5], np.float64), np.ascontiguousarray(tau[6], np.float64))
         else:
             z = np.zeros(1, dt_)
-            tg = TauGrad(False, z, z, z, z, np.zeros((n_chunks, 0, 2), np.float64))
+            zc = np.zeros((2, 4, 1), np.float64)
+            tg = TauGrad(False, z, z, z, z, np.zeros((n_chunks, 0, 2), np.float64), False, zc, zc)
         _kernels.backward_batch(net, inp, ro, tape, fo, gr, n_steps, dt_.type(inv_T), bool(use_trace), dWc, dW,
                                 -1 if record is None else int(record), rec_V, rec_I, hits, tg)
         dtau = tg.dtau.sum(axis=0) if tau is not None else None  # chunks in a fixed order

@@ -84,6 +84,8 @@ class ModelConfig(_Strict):
     dtype: Literal["float32", "float64"] = "float32"
     learn_tau: Union[bool, list[bool]] = Field(False, description="learn the hidden neurons' tau_mem and tau_syn "
                                                "(per neuron, by EventProp; a bool or one per hidden layer)")
+    learn_out_tau: bool = Field(False, description="learn the output neurons' tau_mem and tau_syn too (not with the "
+                                "max loss)")
     het_tau: bool = Field(False, description="hetLIF: per-neuron hidden tau_mem and tau_syn drawn from Gamma(3, tau/3), "
                           "clipped to [3 ms, 3 tau_mem] and [1 ms, 3 tau_syn], seeded by train.seed")
     backend: Literal["auto", "cpu", "cuda"] = Field("cpu", description="where the engine runs: cpu (numba kernels), "

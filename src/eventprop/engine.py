@@ -371,6 +371,35 @@ def forward(
     )
 
 
+def _dkappa(u, tm, ts):
+    """d kappa(u) / d tau_m and / d tau_s (arrays), without cancellation at tm ~ ts."""
+    em = np.exp(-u / tm)
+    x = (1.0 / ts - 1.0 / tm) * u
+    xs = np.where(np.abs(x) < 0.05, 0.0, x)
+    safe = np.where(xs == 0.0, 1.0, xs)
+    dh = np.where(np.abs(x) < 0.05, -0.5 + x * (1 / 3 + x * (-0.125 + x * (1 / 30 + x * (-1 / 144 + x / 840)))),
+                  (np.exp(-xs) * (1.0 + xs) - 1.0) / (safe * safe))
+    kap = _kappa(u, tm, ts)
+    g = em * (u / tm) * dh
+    return kap * (u / tm**2 - 1.0 / tm) + g * u / tm**2, -g * u / ts**2
+
+
+def readout_coef_derivs(tau_m, tau_s, dt, rate=0.0) -> np.ndarray:
+    """(2, 4, C): derivatives of :func:`readout_coefs` with respect to tau_m (first) and tau_s,
+    by the same quadrature of the differentiated integrands."""
+    tm = np.atleast_1d(np.asarray(tau_m, dtype=np.float64))[None, :]
+    ts = np.atleast_1d(np.asarray(tau_s, dtype=np.float64))[None, :]
+    u = 0.5 * dt * (_GL_X + 1.0)[:, None]
+    wq = (0.5 * dt * _GL_W)[:, None] * np.exp(-rate * u)
+    lin = u / dt
+    dem = (u / tm**2) * np.exp(-u / tm)
+    dkm, dks = _dkappa(u, tm, ts)
+    z = np.zeros(tm.shape[1])
+    dm = np.stack([(wq * dem).sum(0), (wq * lin * dem).sum(0), (wq * dkm).sum(0), (wq * lin * dkm).sum(0)])
+    ds = np.stack([z, z, (wq * dks).sum(0), (wq * lin * dks).sum(0)])
+    return np.stack([dm, ds])
+
+
 def tau_step_derivatives(lay: Layout, dt: float) -> tuple:
     """Per neuron, the derivatives of the one-step propagator [[e_m, kappa], [0, e_s]] with
     respect to tau_m and tau_s: (de_m/dtau_m, dkappa/dtau_m, dkappa/dtau_s, de_s/dtau_s)."""
@@ -386,13 +415,15 @@ def _net_arrays(lay: Layout, W: np.ndarray) -> NetArrays:
                      lay.beta, lay.cfw, lay.cbw, lay.tau_s, lay.tau_m)
 
 
-def backward(fw: Forward, g: ReadoutGrads, record: int | None = None, taus: bool = False):
+def backward(fw: Forward, g: ReadoutGrads, record: int | None = None, taus: bool = False, out_taus: bool = False):
     """EventProp adjoint pass. Returns dL/dW as a dict shaped like the parameters.
 
     record: a sample index whose lambda_V / lambda_I traces (shape (N+1, neurons), index m = t_m)
     are also returned as ``(grads, lamV, lamI)``, for analysis.
     taus: also dL/dtau_mem and dL/dtau_syn (per neuron, ms) of every hidden layer, as
-    ``tau_mem<l>`` / ``tau_syn<l>`` entries of the dict (docs/method.md, learned time constants).
+    ``tau_mem<l>`` / ``tau_syn<l>`` entries of the dict (docs/method.md, learned time constants);
+    out_taus: also of the output layer (``tau_mem<L>``, L = number of hidden layers); not with a
+    max readout (the maximum at a kink depends on them explicitly).
     """
     lay, W = fw.layout, fw.net.W
     B, N = fw.batch.ptr.shape[0], fw.batch.n_steps
@@ -422,13 +453,23 @@ def backward(fw: Forward, g: ReadoutGrads, record: int | None = None, taus: bool
                            arr(g.trace, (B, N + 1, C)) if use_trace else np.zeros((1, 1, 1), dtype=W.dtype),
                            arr(g.first_spike, (B, C)), reg)
     be = get_backend(fw.backend)
-    tau = tau_step_derivatives(lay, fw.spec.dt) if taus else None
+    if out_taus and not taus:
+        raise UserError("backward: out_taus needs taus=True")
+    if out_taus and g.vmax is not None and np.any(np.asarray(g.vmax) != 0):
+        raise UserError("learning the output time constants is not supported with the max readout")
+    tau = None
+    if taus:
+        oo = int(lay.noff[-1])
+        rate = fw.weight[2]
+        tau = tau_step_derivatives(lay, fw.spec.dt) + (
+            bool(out_taus), readout_coef_derivs(lay.tau_m[oo:], lay.tau_s[oo:], fw.spec.dt, rate),
+            readout_coef_derivs(lay.tau_m[oo:], lay.tau_s[oo:], fw.spec.dt, 0.0))
     dW, hits, rec_V, rec_I, dtau = be.backward(fw.net, fw.inputs, fw.readout_weights, fw.spikes, fw.outputs, gr, N,
                                                1.0 / (N * fw.spec.dt), use_trace, record, tau)
     fw.bound_hits = int(hits)
     grads = unflatten(lay, dW)
     if taus:
-        for l in range(len(lay.sizes) - 1):
+        for l in range(len(lay.sizes) - (0 if out_taus else 1)):
             o, n = int(lay.noff[l]), int(lay.sizes[l])
             grads[f"tau_mem{l}"] = dtau[o : o + n, 0].astype(W.dtype)
             grads[f"tau_syn{l}"] = dtau[o : o + n, 1].astype(W.dtype)

@@ -133,11 +133,15 @@ def init_params(spec: NetworkSpec, init: InitSpec | None = None, seed: int = 0, 
 
 def tau_shapes(spec: NetworkSpec) -> dict[str, tuple[int]]:
     """The optional learned time constants: ``tau_mem<l>``, ``tau_syn<l>`` (ms, one per neuron)
-    of hidden layer l. When present in a parameter dict they replace the spec's time constants."""
+    of hidden layer l, and of the output layer as l = number of hidden layers (like ``ff<l>``).
+    When present in a parameter dict they replace the spec's time constants."""
     out: dict[str, tuple[int]] = {}
     for i, h in enumerate(spec.hidden):
         out[f"tau_mem{i}"] = (h.size,)
         out[f"tau_syn{i}"] = (h.size,)
+    L = len(spec.hidden)
+    out[f"tau_mem{L}"] = (spec.output.size,)
+    out[f"tau_syn{L}"] = (spec.output.size,)
     return out
 
 
@@ -151,7 +155,13 @@ def with_param_taus(spec: NetworkSpec, params: dict[str, np.ndarray]) -> Network
         ts = params.get(f"tau_syn{i}")
         hidden.append(LayerSpec(h.size, h.tau_mem if tm is None else np.asarray(tm, np.float64).copy(),
                                 h.tau_syn if ts is None else np.asarray(ts, np.float64).copy(), h.threshold, h.recurrent))
-    return NetworkSpec(spec.n_in, hidden, spec.output, spec.dt, spec.grazing_eps)
+    o = spec.output
+    L = len(spec.hidden)
+    tm, ts = params.get(f"tau_mem{L}"), params.get(f"tau_syn{L}")
+    if tm is not None or ts is not None:
+        o = OutputSpec(o.size, o.kind, o.tau_mem if tm is None else np.asarray(tm, np.float64).copy(),
+                       o.tau_syn if ts is None else np.asarray(ts, np.float64).copy(), o.threshold)
+    return NetworkSpec(spec.n_in, hidden, o, spec.dt, spec.grazing_eps)
 
 
 def check_params(spec: NetworkSpec, params: dict[str, np.ndarray]) -> None:

@@ -207,6 +207,9 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
     if cfg.train.threads:
         set_threads(cfg.train.threads)
     set_backend(cfg.model.backend)  # a one-line error now if cuda is asked for and unusable
+    if cfg.model.learn_out_tau and get_loss(cfg.loss.name).readout == "vmax":
+        raise ConfigError("model.learn_out_tau: the output time constants cannot be learned with the max loss "
+                          "(its maximum at a spike arrival depends on them explicitly); use another loss")
     ckpt_path = out / "checkpoint.npz"
     if resume and not ckpt_path.is_file():
         raise UserError(f"--resume: no checkpoint.npz in {str(out)!r}")
@@ -240,9 +243,10 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
     params = init_params(spec, InitSpec(**ic.model_dump()), seed=cfg.train.seed, dtype=dtype)
     if cfg.train.init_from and not resume:
         params = params_from(cfg.train.init_from, spec, dtype)
-    for l, learn in enumerate(cfg.model.learn_tau_list()):  # learned time constants are parameters
+    layers = list(spec.hidden) + [spec.output]
+    for l, learn in enumerate(cfg.model.learn_tau_list() + [cfg.model.learn_out_tau]):  # learned taus: parameters
         if learn and f"tau_mem{l}" not in params:
-            h = spec.hidden[l]
+            h = layers[l]
             params[f"tau_mem{l}"] = np.broadcast_to(np.asarray(h.tau_mem, np.float64), (h.size,)).astype(dtype)
             params[f"tau_syn{l}"] = np.broadcast_to(np.asarray(h.tau_syn, np.float64), (h.size,)).astype(dtype)
     t = cfg.train
