@@ -200,3 +200,43 @@ def test_output_tau_with_the_max_loss_is_refused_in_one_line(tmp_path):
     with pytest.raises(ConfigError, match="learn_out_tau.*max loss"):
         run(cfg, tmp_path / "r", quiet=True, log=lambda *a: None)
     assert not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# learned input delays (one per network input)
+
+@pytest.mark.parametrize("arch,loss_name", [("recurrent", "sum_exp"), ("ffwd", "xentropy")])
+def test_input_delay_gradient_matches_the_exact_simulator(arch, loss_name):
+    """dL/dd_i = sum over channel i's arrivals of sum_j w_ij (lambda_V - lambda_I)_j: against the
+    exact simulator's slope along the engine's -gradient (delays on the grid, so the engine sees
+    the exact simulator's arrivals), T = 1000-1400 ms, dt = 1 ms."""
+    from eventprop import gradcheck as gc
+    from test_gradient_long import problem
+
+    p = problem(arch, loss_name)
+    p.params["delay_in"] = np.random.default_rng(0).integers(0, 30, p.spec.n_in).astype(float)
+    r = gc.check(p, 1.0, extra_dts=(0.25,), groups=["delay_in"])
+    print(f"\n{arch} {loss_name}\n{r.table()}")
+    grp = r.groups[0]
+    assert grp.exact < 0 and grp.rel_err(1.0) <= 0.1, f"{grp.rel_err(1.0):.1%}"
+
+
+def test_learned_input_delays_train_and_must_reach_the_batch(tmp_path):
+    from eventprop.config import resolve
+    from eventprop.errors import UserError
+    from eventprop.events import make_batch
+    from eventprop.io import load_npz
+    from eventprop.train import load_run, run
+
+    cfg = resolve(None, ["data.n_val=100", "data.limit_train=200", "data.limit_test=100", "model.dt_ms=0.5",
+                         "model.hidden=[20]", "train.lr=0.5", "train.epochs=2", "model.learn_delays=true",
+                         "model.max_delay_ms=5", "data.trial_ms=40"])
+    run(cfg, tmp_path / "r", quiet=True, log=lambda *a: None)
+    d = load_npz(tmp_path / "r" / "checkpoint.npz")["param/delay_in"]
+    assert d.shape == (5,) and d.min() >= 0.0 and d.max() <= 5.0
+    init = np.random.default_rng([0, 77]).uniform(0.0, 5.0, 5).astype(np.float32)
+    assert np.abs(d - init).max() > 1e-3  # they were learned
+    cfg2, spec, params, data, loss, n_steps = load_run(tmp_path / "r")
+    batch = make_batch(data["test"], np.arange(4), spec.dt, n_steps)  # without the delays
+    with pytest.raises(UserError, match="input_delays"):
+        forward(spec, params, batch)

@@ -59,7 +59,7 @@ def bin_all(times, units, offsets, scale, dt, n_steps, n_units, out_s, out_u):
 
 @njit(cache=True)
 def _place_sample(steps, units, a, b, keep, koff, shift, delay_copies, delay_steps, n_steps, n_units, slot, out,
-                  base):
+                  base, unit_delay):
     """Walk one sample's kept events, their channels moved by ``shift`` (those leaving
     [0, n_units) dropped), and their delayed copies (copies in order, so within a step units stay
     sorted by (copy, unit) = by unit id), dropping those past the trial end. With an empty
@@ -73,21 +73,25 @@ def _place_sample(steps, units, a, b, keep, koff, shift, delay_copies, delay_ste
             u = np.int64(units[e]) + shift
             if u < 0 or u >= n_units:
                 continue
+            uc = u + c * n_units
             st = np.int64(steps[e]) + c * delay_steps
+            if unit_delay.shape[0] > 0:
+                st += unit_delay[uc]
             if st < n_steps:
                 if count_only:
                     slot[st + 1] += 1
                 else:
-                    out[base + slot[st]] = u + c * n_units
+                    out[base + slot[st]] = uc
                     slot[st] += 1
 
 
 @njit(cache=True)
-def gather_batch(steps, units, offsets, idx, keep, shifts, n_steps, delay_copies, delay_steps, n_units):
+def gather_batch(steps, units, offsets, idx, keep, shifts, n_steps, delay_copies, delay_steps, n_units, unit_delay):
     """CSR batch of samples idx from pre-binned events. keep: per gathered event (after the
     per-sample order), 1 to keep (input dropout); shifts: per batch sample, added to its channel
     ids (the shift augmentation, applied here so no shifted copy of the dataset is made);
-    delay_copies > 1 adds delayed copies."""
+    delay_copies > 1 adds delayed copies; unit_delay (empty, or one per network input) delays
+    each input's spikes by that many steps (learned input delays)."""
     B = idx.shape[0]
     ptr = np.zeros((B, n_steps + 1), dtype=np.int64)
     total = 0
@@ -103,13 +107,15 @@ def gather_batch(steps, units, offsets, idx, keep, shifts, n_steps, delay_copies
         s = idx[j]
         a, b = offsets[s], offsets[s + 1]
         cnt[:] = 0
-        _place_sample(steps, units, a, b, keep, kpos, shifts[j], delay_copies, delay_steps, n_steps, n_units, cnt, no_out, 0)
+        _place_sample(steps, units, a, b, keep, kpos, shifts[j], delay_copies, delay_steps, n_steps, n_units, cnt, no_out, 0,
+                      unit_delay)
         for k in range(n_steps):
             cnt[k + 1] += cnt[k]
         ptr[j, 0] = pos
         for k in range(n_steps):
             ptr[j, k + 1] = pos + cnt[k + 1]
-        _place_sample(steps, units, a, b, keep, kpos, shifts[j], delay_copies, delay_steps, n_steps, n_units, cnt.copy(), out, pos)
+        _place_sample(steps, units, a, b, keep, kpos, shifts[j], delay_copies, delay_steps, n_steps, n_units, cnt.copy(), out,
+                      pos, unit_delay)
         pos += cnt[n_steps]
         kpos += b - a
     return ptr, out[:pos].copy()

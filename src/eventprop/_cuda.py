@@ -845,9 +845,9 @@ class CUDABackend:
             self._cap[0] = max(self._cap[0], cap)
         return tape, fo
 
-    def backward(self, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, record, tau=None):
-        if tau is not None:
-            raise UserError("learned time constants (model.learn_tau) run on the cpu backend only for now; "
+    def backward(self, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, record, tau=None, delays=0):
+        if tau is not None or delays:
+            raise UserError("learned time constants and input delays run on the cpu backend only for now; "
                             "use model.backend=cpu")
         B = inp.ptr.shape[0]
         NT = int(net.sizes.sum())
@@ -860,7 +860,7 @@ class CUDABackend:
             rec_V = rec_I = np.zeros((1, 1), dtype=dt_)
         if B == 0:
             return np.zeros(nW, dt_), 0, (rec_V if record is not None else None), \
-                (rec_I if record is not None else None), None
+                (rec_I if record is not None else None), None, None
         td = cuda.to_device
         c = np.ascontiguousarray
         dnet = _net_to_device(net) + (td(net.cbw), td(net.tau_s), td(net.tau_m))
@@ -886,5 +886,5 @@ class CUDABackend:
         dW = ddW.copy_to_host()
         hits = int(dhits.copy_to_host().sum())
         if record is None:
-            return dW, hits, None, None, None
-        return dW, hits, drec_V.copy_to_host(), drec_I.copy_to_host(), None
+            return dW, hits, None, None, None, None
+        return dW, hits, drec_V.copy_to_host(), drec_I.copy_to_host(), None, None

@@ -852,7 +852,7 @@ def _apply_jump(lamV, lamI, nid, jv, ji):
 
 @njit(cache=True)
 def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, lamV, lamI, order, gtmp, dW,
-                     rec_b, rec_lamV, rec_lamI, tg, nu, dtau, ea, eb, ek, rt):
+                     rec_b, rec_lamV, rec_lamI, tg, nu, dtau, ea, eb, ek, rt, want_delay, dd, gd):
     """Backward pass of sample b (accumulated into dW). Returns how often |lambda| was bounded.
 
     With ``tg.want`` it also accumulates dL/dtau_m, dL/dtau_s of every hidden neuron into dtau
@@ -909,6 +909,13 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
             for q in range(in_ptr[b, m], in_ptr[b, m + 1]):
                 base = ff_off[0] + in_units[q] * S0
                 _sub_row(dW[base : base + S0], g0)
+            if want_delay:  # a later arrival: dL/dt_a = sum_j w_j (lambda_V - lambda_I)_j(t_a^+)
+                g1 = gd[0:S0]
+                for j in range(S0):
+                    g1[j] = lamV[j] - lamI[j]
+                for q in range(in_ptr[b, m], in_ptr[b, m + 1]):
+                    base = ff_off[0] + in_units[q] * S0
+                    dd[in_units[q]] += _dot(W[base : base + S0], g1)
             if want_tau and L > 0:  # the input current jumps are events of the first hidden layer
                 for j in range(S0):
                     g0[j] = 0.0
@@ -1100,7 +1107,7 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
 
 @njit(cache=True)
 def _backward_chunk(c, n_chunks, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, dWc, rec_b, rec_lamV,
-                    rec_lamI, hits, tg):
+                    rec_lamI, hits, tg, dg):
     B = inp.ptr.shape[0]
     NT = net.alpha.shape[0]
     W = net.W
@@ -1109,6 +1116,11 @@ def _backward_chunk(c, n_chunks, net, inp, ro, tape, fo, gr, n_steps, inv_T, use
     eb = np.empty(NT, dtype=np.float64)
     ek = np.empty(NT, dtype=np.float64)
     rt = _rates(net.tau_m, net.tau_s)
+    want_delay = dg.want
+    dd = dg.dd[c]
+    for j in range(dd.shape[0]):
+        dd[j] = 0.0
+    gd = np.empty(NT, dtype=W.dtype)
     dtau = tg.dtau[c]
     for j in range(dtau.shape[0]):
         dtau[j, 0] = 0.0
@@ -1125,19 +1137,21 @@ def _backward_chunk(c, n_chunks, net, inp, ro, tape, fo, gr, n_steps, inv_T, use
     b1 = ((c + 1) * B) // n_chunks
     for b in range(b0, b1):
         hits[c] += _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, lamV, lamI, order,
-                                    gtmp, dW, rec_b, rec_lamV, rec_lamI, tg, nu, dtau, ea, eb, ek, rt)
+                                    gtmp, dW, rec_b, rec_lamV, rec_lamI, tg, nu, dtau, ea, eb, ek, rt, want_delay,
+                                    dd, gd)
 
 
 @njit(cache=True, parallel=True)
 def backward_batch(net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, dWc, dW, rec_b, rec_lamV, rec_lamI, hits,
-                   tg):
+                   tg, dg):
     """Backward pass of a batch: dW (flat, like net.W) from the tape, the forward outputs ``fo``
     and the readout gradients ``gr``; per-chunk buffers dWc reduced in a fixed order. ``tg``
-    (TauGrad): with tg.want, dL/dtau of the hidden neurons per chunk in tg.dtau (n_chunks, NT, 2)."""
+    (TauGrad): with tg.want, dL/dtau of the hidden neurons per chunk in tg.dtau (n_chunks, NT, 2);
+    ``dg`` (DelayGrad): with dg.want, dL/d(input delay) per input unit and chunk in dg.dd."""
     n_chunks = dWc.shape[0]
     for c in prange(n_chunks):
         _backward_chunk(c, n_chunks, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, dWc, rec_b, rec_lamV,
-                        rec_lamI, hits, tg)
+                        rec_lamI, hits, tg, dg)
     # deterministic reduction: every element summed over chunks in chunk order
     nW = dW.shape[0]
     n_blocks = 64

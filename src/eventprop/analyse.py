@@ -46,11 +46,11 @@ def _load(run: Path, split: str):
     return cfg, spec, params, ds, loss, n_steps
 
 
-def _batch(cfg, spec, ds, idx, n_steps):
+def _batch(cfg, spec, ds, idx, n_steps, params=None):
     from .events import make_batch
 
     return make_batch(ds, np.asarray(idx), spec.dt, n_steps, delay_copies=cfg.data.delay_copies,
-                      delay_ms=cfg.data.delay_ms)
+                      delay_ms=cfg.data.delay_ms, input_delays=None if params is None else params.get("delay_in"))
 
 
 def class_counts(cfg, spec, params, ds, loss, n_steps, batch_size: int = 128) -> np.ndarray:
@@ -59,7 +59,7 @@ def class_counts(cfg, spec, params, ds, loss, n_steps, batch_size: int = 128) ->
 
     out = []
     for s in range(0, len(ds), batch_size):
-        batch = _batch(cfg, spec, ds, np.arange(s, min(s + batch_size, len(ds))), n_steps)
+        batch = _batch(cfg, spec, ds, np.arange(s, min(s + batch_size, len(ds))), n_steps, params)
         fw = forward(spec, params, batch, weight=loss.weight(n_steps, spec.dt, batch),
                      trace=(loss.readout == "trace"), max_kinks=(loss.readout == "vmax"))
         out.append(fw.spike_counts[-2].astype(np.float64))
@@ -107,7 +107,7 @@ def analyse(run: str | Path, out: str | Path | None = None, cls: int | None = No
     counts = class_counts(cfg, spec, params, ds, loss, n_steps)
     W_out = np.asarray(params[f"ff{L + 1}"], dtype=np.float64)  # (H, classes)
     # ---- Fig. 2: one sample, the adjoint of its correct output, what the top neurons receive
-    batch = _batch(cfg, spec, ds, [sample], n_steps)
+    batch = _batch(cfg, spec, ds, [sample], n_steps, params)
     _, _, res, fw, (lamV, lamI) = value_and_grad(spec, params, batch, loss, record=0)
     oo = int(fw.layout.noff[-1])
     lv, li = lamV[:, oo + cls].astype(np.float64), lamI[:, oo + cls].astype(np.float64)

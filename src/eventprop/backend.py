@@ -29,7 +29,8 @@ A backend implements two methods (see :class:`Backend`):
   -> (dW, hits, lamV, lamI, dtau)`` with dW flat like ``net.W``, hits the number of bounded
   adjoint values, the adjoint traces of sample ``record`` (or None), and with ``tau`` (the
   per-neuron propagator derivatives (dem, dkm, dks, des) over dt) dL/dtau_m, dL/dtau_s of every
-  hidden neuron (and output neuron, when ``tau[4]``) as an array (neurons, 2), else None. A backend that cannot compute them raises
+  hidden neuron (and output neuron, when ``tau[4]``) as an array (neurons, 2), else None; with
+  ``delays`` = n_in > 0, a sixth value: dL/d(delay) of every network input (n_in,), else None. A backend that cannot compute them raises
   a one-line UserError.
 
 Both must give the CPU backend's spikes and gradients to the precision of the dtype; the
@@ -121,6 +122,11 @@ class TauGrad(NamedTuple):
     dtco: np.ndarray  # (2, 4, C): d(tcoef)/d(tau_m, tau_s) (trace readout)
 
 
+class DelayGrad(NamedTuple):
+    want: bool  # compute dL/d(delay) of every network input (learned input delays)
+    dd: np.ndarray  # float64 (n_chunks, n_in) accumulators
+
+
 class Backend(Protocol):
     name: str
 
@@ -129,8 +135,9 @@ class Backend(Protocol):
 
     def backward(self, net: NetArrays, inp: InputSpikes, ro: ReadoutWeights, tape: Tape, fo: ForwardOutputs,
                  gr: ReadoutGradArrays, n_steps: int, inv_T: float, use_trace: bool,
-                 record: int | None, tau: tuple | None = None
-                 ) -> tuple[np.ndarray, int, np.ndarray | None, np.ndarray | None, np.ndarray | None]: ...
+                 record: int | None, tau: tuple | None = None, delays: int = 0
+                 ) -> tuple[np.ndarray, int, np.ndarray | None, np.ndarray | None, np.ndarray | None,
+                            np.ndarray | None]: ...
 
 
 def allocate_forward(B: int, C: int, NT: int, n_steps: int, cap: int, dtype, want_trace: bool):
@@ -176,7 +183,7 @@ class CPUBackend:
             self._cap[0] = max(self._cap[0], cap)
         return tape, fo
 
-    def backward(self, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, record, tau=None):
+    def backward(self, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, record, tau=None, delays=0):
         from . import _kernels
 
         B = inp.ptr.shape[0]
@@ -198,11 +205,13 @@ class CPUBackend:
             z = np.zeros(1, dt_)
             zc = np.zeros((2, 4, 1), np.float64)
             tg = TauGrad(False, z, z, z, z, np.zeros((n_chunks, 0, 2), np.float64), False, zc, zc)
+        dg = DelayGrad(bool(delays), np.zeros((n_chunks, int(delays)), np.float64))
         _kernels.backward_batch(net, inp, ro, tape, fo, gr, n_steps, dt_.type(inv_T), bool(use_trace), dWc, dW,
-                                -1 if record is None else int(record), rec_V, rec_I, hits, tg)
+                                -1 if record is None else int(record), rec_V, rec_I, hits, tg, dg)
         dtau = tg.dtau.sum(axis=0) if tau is not None else None  # chunks in a fixed order
+        dd = dg.dd.sum(axis=0) if delays else None
         return (dW, int(hits.sum()), (rec_V if record is not None else None), (rec_I if record is not None else None),
-                dtau)
+                dtau, dd)
 
 
 BACKENDS = ("auto", "cpu", "cuda")

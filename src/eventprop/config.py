@@ -86,6 +86,9 @@ class ModelConfig(_Strict):
                                                "(per neuron, by EventProp; a bool or one per hidden layer)")
     learn_out_tau: bool = Field(False, description="learn the output neurons' tau_mem and tau_syn too (not with the "
                                 "max loss)")
+    learn_delays: bool = Field(False, description="learn a delay per network input (ms, exact gradient of the "
+                               "arrival times; arrivals rounded to the grid), initialised uniform in [0, max_delay_ms]")
+    max_delay_ms: float = Field(100.0, ge=0, description="upper bound of learned input delays")
     het_tau: bool = Field(False, description="hetLIF: per-neuron hidden tau_mem and tau_syn drawn from Gamma(3, tau/3), "
                           "clipped to [3 ms, 3 tau_mem] and [1 ms, 3 tau_syn], seeded by train.seed")
     backend: Literal["auto", "cpu", "cuda"] = Field("cpu", description="where the engine runs: cpu (numba kernels), "

@@ -347,6 +347,12 @@ def forward(
     check_params(spec, params)
     _check_batch(spec, batch)
     spec = with_param_taus(spec, params)  # learned time constants, if the parameters hold any
+    if "delay_in" in params:  # learned input delays are applied when the batch is built
+        want = np.rint(np.asarray(params["delay_in"], np.float64) / spec.dt)
+        got = None if batch.input_delays is None else np.rint(np.asarray(batch.input_delays) / batch.dt)
+        if got is None or got.shape != want.shape or np.any(got != want):
+            raise UserError("the batch was not built with the network's input delays: "
+                            "make_batch(..., input_delays=params['delay_in'])")
     be = get_backend(backend)
     if dtype is None:
         dtype = np.float64 if all(params[k].dtype == np.float64 for k in spec.param_shapes()) else np.float32
@@ -415,7 +421,8 @@ def _net_arrays(lay: Layout, W: np.ndarray) -> NetArrays:
                      lay.beta, lay.cfw, lay.cbw, lay.tau_s, lay.tau_m)
 
 
-def backward(fw: Forward, g: ReadoutGrads, record: int | None = None, taus: bool = False, out_taus: bool = False):
+def backward(fw: Forward, g: ReadoutGrads, record: int | None = None, taus: bool = False, out_taus: bool = False,
+             delays: bool = False):
     """EventProp adjoint pass. Returns dL/dW as a dict shaped like the parameters.
 
     record: a sample index whose lambda_V / lambda_I traces (shape (N+1, neurons), index m = t_m)
@@ -424,6 +431,8 @@ def backward(fw: Forward, g: ReadoutGrads, record: int | None = None, taus: bool
     ``tau_mem<l>`` / ``tau_syn<l>`` entries of the dict (docs/method.md, learned time constants);
     out_taus: also of the output layer (``tau_mem<L>``, L = number of hidden layers); not with a
     max readout (the maximum at a kink depends on them explicitly).
+    delays: also dL/d(delay) of every network input (ms), as ``delay_in`` (the batch's arrival
+    times move with the delays: dL/dt_a = sum_j w_j (lambda_V - lambda_I)_j at each arrival).
     """
     lay, W = fw.layout, fw.net.W
     B, N = fw.batch.ptr.shape[0], fw.batch.n_steps
@@ -464,10 +473,13 @@ def backward(fw: Forward, g: ReadoutGrads, record: int | None = None, taus: bool
         tau = tau_step_derivatives(lay, fw.spec.dt) + (
             bool(out_taus), readout_coef_derivs(lay.tau_m[oo:], lay.tau_s[oo:], fw.spec.dt, rate),
             readout_coef_derivs(lay.tau_m[oo:], lay.tau_s[oo:], fw.spec.dt, 0.0))
-    dW, hits, rec_V, rec_I, dtau = be.backward(fw.net, fw.inputs, fw.readout_weights, fw.spikes, fw.outputs, gr, N,
-                                               1.0 / (N * fw.spec.dt), use_trace, record, tau)
+    dW, hits, rec_V, rec_I, dtau, dd = be.backward(fw.net, fw.inputs, fw.readout_weights, fw.spikes, fw.outputs, gr,
+                                                   N, 1.0 / (N * fw.spec.dt), use_trace, record, tau,
+                                                   fw.spec.n_in if delays else 0)
     fw.bound_hits = int(hits)
     grads = unflatten(lay, dW)
+    if delays:
+        grads["delay_in"] = dd.astype(W.dtype)
     if taus:
         for l in range(len(lay.sizes) - (0 if out_taus else 1)):
             o, n = int(lay.noff[l]), int(lay.sizes[l])

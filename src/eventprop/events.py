@@ -200,6 +200,7 @@ class SpikeBatch:
     labels: np.ndarray
     n_steps: int
     dt: float
+    input_delays: np.ndarray | None = None  # ms per network input, when built with learned input delays
 
     @property
     def batch_size(self) -> int:
@@ -262,6 +263,7 @@ def make_batch(
     delay_copies: int = 1,
     delay_ms: float = 0.0,
     unit_shift: np.ndarray | None = None,
+    input_delays: np.ndarray | None = None,
 ) -> SpikeBatch:
     """Turn samples ``idx`` of a ragged dataset into a :class:`SpikeBatch`.
 
@@ -272,7 +274,9 @@ def make_batch(
     network sees n_units * delay_copies inputs without the dataset being copied.
     ``unit_shift`` (one integer per sample of ``idx``) moves each sample's channels, dropping
     spikes that leave [0, n_units): the shift augmentation applied while gathering, so that no
-    shifted copy of the dataset (or its binning) is made each epoch.
+    shifted copy of the dataset (or its binning) is made each epoch. ``input_delays`` (ms, one
+    per network input, i.e. n_units * delay_copies) delays each input's spikes by that time,
+    rounded to whole steps (learned input delays; the batch remembers them).
     """
     from ._binning import gather_batch
 
@@ -291,9 +295,19 @@ def make_batch(
         shifts = np.ascontiguousarray(unit_shift, dtype=np.int64)
         if shifts.shape != idx.shape:
             raise ValueError(f"unit_shift has shape {shifts.shape}, expected one shift per sample {idx.shape}")
+    if input_delays is None:
+        unit_delay = np.zeros(0, dtype=np.int64)
+    else:
+        input_delays = np.asarray(input_delays, dtype=np.float64)
+        if input_delays.shape != (ds.n_units * delay_copies,) or not np.all(np.isfinite(input_delays)) \
+                or np.any(input_delays < 0):
+            raise DataError(f"input_delays: expected {ds.n_units * delay_copies} finite delays >= 0 ms, "
+                            f"got shape {input_delays.shape}")
+        unit_delay = np.rint(input_delays / dt).astype(np.int64)
     ptr, out = gather_batch(steps, units, offsets, idx, keep, shifts, int(n_steps), int(delay_copies),
-                            int(round(delay_ms / dt)), int(ds.n_units))
-    return SpikeBatch(ptr=ptr, units=out, labels=ds.labels[idx].copy(), n_steps=n_steps, dt=dt)
+                            int(round(delay_ms / dt)), int(ds.n_units), unit_delay)
+    return SpikeBatch(ptr=ptr, units=out, labels=ds.labels[idx].copy(), n_steps=n_steps, dt=dt,
+                      input_delays=None if input_delays is None else input_delays.copy())
 
 
 def batch_from_arrays(step_lists: list[tuple[np.ndarray, np.ndarray]], labels, n_steps: int, dt: float) -> SpikeBatch:

@@ -117,12 +117,23 @@ def _batch(samples, dt, n_steps):
     return batch_from_arrays(lists, [s[2] for s in samples], n_steps, dt)
 
 
+def _delayed(samples, params):
+    """Input spike times moved by learned input delays (params['delay_in'], ms per input), if any."""
+    d = params.get("delay_in")
+    if d is None:
+        return samples
+    d = np.asarray(d, dtype=np.float64)
+    return [(np.asarray(t, np.float64) + d[np.asarray(u)], u, lab) for t, u, lab in samples]
+
+
 def engine_gradient(problem: Problem, dt: float):
     """(loss value, grads, forward) of the engine in float64 at time step dt."""
     spec = NetworkSpec(problem.spec.n_in, problem.spec.hidden, problem.spec.output, dt=dt,
                        grazing_eps=problem.spec.grazing_eps)
     n_steps = int(round(problem.T / dt))
-    batch = _batch(problem.samples, dt, n_steps)
+    batch = _batch(_delayed(problem.samples, problem.params), dt, n_steps)
+    if "delay_in" in problem.params:  # arrivals binned from the delayed times
+        batch.input_delays = np.asarray(problem.params["delay_in"], np.float64)
     params = {k: np.asarray(v, dtype=np.float64) for k, v in problem.params.items()}
     value, grads, _, fw = value_and_grad(spec, params, batch, problem.loss)
     return value, grads, fw
@@ -133,14 +144,15 @@ def _exact(problem: Problem, params):
     from .network import with_param_taus
 
     spec = with_param_taus(problem.spec, params)  # time constants may be among the checked parameters
-    params = {k: v for k, v in params.items() if not k.startswith("tau_")}
+    samples = _delayed(problem.samples, params)  # and input delays
+    params = {k: v for k, v in params.items() if not k.startswith("tau_") and k != "delay_in"}
     if isinstance(loss, _PerSampleWeightLoss):
         net = exact.ExactNetwork(spec, params)
         res = [net.simulate(t, u, problem.T, weight_fns={loss.name: loss.sample_weight_fn(b)}, want_max=False)
-               for b, (t, u, _) in enumerate(problem.samples)]
-        labels = [s[2] for s in problem.samples]
+               for b, (t, u, _) in enumerate(samples)]
+        labels = [s[2] for s in samples]
         return exact.loss_from_results(loss, res, labels, problem.T), res
-    vals, res = exact.loss_values(spec, params, problem.samples, problem.T, [loss])
+    vals, res = exact.loss_values(spec, params, samples, problem.T, [loss])
     return vals[loss.name], res
 
 

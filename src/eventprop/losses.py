@@ -361,7 +361,8 @@ def value_and_grad(spec, params, batch, loss: Loss, regulariser: SpikeCountRegul
     t2 = time.perf_counter()
     taus = [k for k in params if k.startswith("tau_")]
     L = len(spec.hidden)
-    out = backward(fw, g, record=record, taus=bool(taus), out_taus=f"tau_mem{L}" in params or f"tau_syn{L}" in params)
+    out = backward(fw, g, record=record, taus=bool(taus), out_taus=f"tau_mem{L}" in params or f"tau_syn{L}" in params,
+                   delays="delay_in" in params)
     if timings is not None:
         t3 = time.perf_counter()
         for k, v in (("forward", t1 - t0), ("loss", t2 - t1), ("backward", t3 - t2)):

@@ -170,7 +170,12 @@ def check_params(spec: NetworkSpec, params: dict[str, np.ndarray]) -> None:
     shapes = spec.param_shapes()
     taus = tau_shapes(spec)
     missing = set(shapes) - set(params)
-    extra = set(params) - set(shapes) - set(taus)
+    extra = set(params) - set(shapes) - set(taus) - {"delay_in"}
+    if "delay_in" in params:
+        d = np.asarray(params["delay_in"])
+        if d.shape != (spec.n_in,) or not np.all(np.isfinite(d)) or np.any(d < 0):
+            raise ConfigError(f"parameters['delay_in']: expected {spec.n_in} finite input delays >= 0 ms, "
+                              f"got shape {d.shape}")
     if missing or extra:
         raise ConfigError(f"parameters: expected arrays {sorted(shapes)}, got {sorted(params)}")
     for k in set(params) & set(taus):

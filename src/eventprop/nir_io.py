@@ -90,6 +90,8 @@ def export_nir(spec: NetworkSpec, params: dict, delay_copies: int = 1, delay_ms:
     """
     nir = _nir()
     check_params(spec, params)
+    if "delay_in" in params:
+        raise UserError("NIR export of learned input delays is not supported yet (the network has 'delay_in')")
     from .network import with_param_taus
 
     spec = with_param_taus(spec, params)  # learned time constants go out per neuron

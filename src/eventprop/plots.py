@@ -199,7 +199,7 @@ def plot_sample(run: Path, out: Path, sample: int, tag: str) -> list[Path]:
     if not 0 <= sample < len(ds):
         raise UserError(f"--sample {sample}: the evaluation set has {len(ds)} samples")
     batch = make_batch(ds, np.array([sample]), spec.dt, n_steps, delay_copies=cfg.data.delay_copies,
-                       delay_ms=cfg.data.delay_ms)
+                       delay_ms=cfg.data.delay_ms, input_delays=params.get("delay_in"))
     _, _, res, fw, (lamV, lamI) = value_and_grad(spec, params, batch, loss, record=0)
     label = int(batch.labels[0])
     t_grid = np.arange(n_steps + 1) * spec.dt

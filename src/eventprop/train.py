@@ -165,7 +165,8 @@ def evaluate(spec: NetworkSpec, params, ds: EventDataset, loss, n_steps: int, ba
     preds, losses = [], []
     for s in range(0, len(ds), batch_size):
         idx = np.arange(s, min(s + batch_size, len(ds)))
-        batch = make_batch(ds, idx, spec.dt, n_steps, delay_copies=delay_copies, delay_ms=delay_ms)
+        batch = make_batch(ds, idx, spec.dt, n_steps, delay_copies=delay_copies, delay_ms=delay_ms,
+                           input_delays=params.get("delay_in"))
         w = loss.weight(n_steps, spec.dt, batch)
         fw = forward(spec, params, batch, weight=w, trace=(loss.readout == "trace"), max_kinks=(loss.readout == "vmax"))
         res = loss(fw, batch.labels)
@@ -243,6 +244,9 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
     params = init_params(spec, InitSpec(**ic.model_dump()), seed=cfg.train.seed, dtype=dtype)
     if cfg.train.init_from and not resume:
         params = params_from(cfg.train.init_from, spec, dtype)
+    if cfg.model.learn_delays and "delay_in" not in params:  # learned input delays, spread over [0, max]
+        params["delay_in"] = np.random.default_rng([cfg.train.seed, 77]).uniform(
+            0.0, cfg.model.max_delay_ms, spec.n_in).astype(dtype)
     layers = list(spec.hidden) + [spec.output]
     for l, learn in enumerate(cfg.model.learn_tau_list() + [cfg.model.learn_out_tau]):  # learned taus: parameters
         if learn and f"tau_mem{l}" not in params:
@@ -309,7 +313,8 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
             tb0 = time.perf_counter()
             batch = make_batch(ep_train, idx, spec.dt, n_steps, dropout=t.input_dropout, rng=rng,
                                delay_copies=cfg.data.delay_copies, delay_ms=cfg.data.delay_ms,
-                               unit_shift=None if shifts is None else shifts[idx])
+                               unit_shift=None if shifts is None else shifts[idx],
+                               input_delays=params.get("delay_in"))
             tm["batching"] += time.perf_counter() - tb0
             total, grads, res, fw = value_and_grad(spec, params, batch, loss, reg, timings=tm)
             to0 = time.perf_counter()
@@ -320,6 +325,8 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
                     gsq[k] += float(np.square(g, dtype=np.float64).sum())
                 opt.update(params, grads, sched.lr())
                 clamp_taus(params)
+                if "delay_in" in params:
+                    np.clip(params["delay_in"], 0.0, cfg.model.max_delay_ms, out=params["delay_in"])
             else:
                 skipped += 1
             tm["optimiser"] += time.perf_counter() - to0
