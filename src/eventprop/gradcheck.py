@@ -293,6 +293,11 @@ def reduce_problem(spec: NetworkSpec, params: dict, samples: list, T: float, los
         p[f"ff{l}"] = rescale(params[f"ff{l}"], pre[l], post)
         if l < L and f"rec{l}" in params:
             p[f"rec{l}"] = rescale(params[f"rec{l}"], keep_h[l], keep_h[l])
+        for k in (f"tau_mem{l}", f"tau_syn{l}"):  # learned time constants of the kept neurons
+            if k in params:
+                p[k] = np.asarray(params[k], np.float64)[post].copy()
+    if "delay_in" in params:  # learned input delays of the kept inputs
+        p["delay_in"] = np.asarray(params["delay_in"], np.float64)[keep_in].copy()
     remap = -np.ones(spec.n_in, dtype=np.int64)
     remap[keep_in] = np.arange(len(keep_in))
     red = []
@@ -328,6 +333,14 @@ def problem_from_config(cfg, params: dict | None = None, n_in: int = 50, n_hidde
     spec = build_spec(cfg, ds.n_units * copies, ds.n_classes)
     if params is None:
         params = init_params(spec, InitSpec(**cfg.model.init.model_dump()), seed=cfg.train.seed, dtype=np.float64)
+        layers = list(spec.hidden) + [spec.output]
+        for l, learn in enumerate(cfg.model.learn_tau_list() + [cfg.model.learn_out_tau]):  # as the trainer
+            if learn:
+                for k, v in ((f"tau_mem{l}", layers[l].tau_mem), (f"tau_syn{l}", layers[l].tau_syn)):
+                    params[k] = np.broadcast_to(np.asarray(v, np.float64), (layers[l].size,)).copy()
+        if cfg.model.learn_delays:  # on the grid, so the engine sees the exact simulator's arrivals
+            params["delay_in"] = np.round(np.random.default_rng([cfg.train.seed, 77]).uniform(
+                0.0, cfg.model.max_delay_ms, spec.n_in) / cfg.model.dt_ms) * cfg.model.dt_ms
     check_params(spec, params)
     T = cfg.data.trial_ms
     rng = np.random.default_rng(seed)
