@@ -150,44 +150,12 @@ def time_torch(a, hidden, recurrent, repeats) -> dict | None:
             for n in range(N):
                 x[n, b, sb.units[sb.ptr[b, n]:sb.ptr[b, n + 1]]] = 1.0
         data.append((torch.from_numpy(x).to(dev), torch.from_numpy(sb.labels).long().to(dev)))
-    a_m, b_s = float(np.exp(-1 / 20)), float(np.exp(-1 / 5))
-    c_f = 5.0 / (20 - 5) * (a_m - b_s)
-    W_in = torch.nn.Parameter((torch.randn(700, H) * 0.01 + a.w_in).to(dev))
-    W_rec = torch.nn.Parameter((torch.randn(H, H) * 0.02).to(dev)) if recurrent else None
-    W_out = torch.nn.Parameter((torch.randn(H, 20) * 0.03).to(dev))
-    opt = torch.optim.Adam([p for p in (W_in, W_rec, W_out) if p is not None], lr=1e-3)
-    w_t = torch.exp(-torch.arange(1, N + 1, dtype=torch.float32) / N).tolist()
+    from eventprop.bench import dense_bptt
 
-    class Spike(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, v):
-            ctx.save_for_backward(v)
-            return (v >= 1.0).float()
-
-        @staticmethod
-        def backward(ctx, g):
-            (v,) = ctx.saved_tensors
-            return g / (10.0 * (v - 1.0).abs() + 1.0) ** 2
+    readout, opt = dense_bptt(torch, B, N, H, recurrent, a.w_in, device=dev)
 
     def step(x, y):
-        V = torch.zeros(B, H, device=dev)
-        I = torch.zeros(B, H, device=dev)
-        Vo = torch.zeros(B, 20, device=dev)
-        Io = torch.zeros(B, 20, device=dev)
-        s = torch.zeros(B, H, device=dev)
-        acc = torch.zeros(B, 20, device=dev)
-        inp = (x @ W_in).unbind(0)
-        for n in range(N):
-            I = I + inp[n] + (s @ W_rec if W_rec is not None else 0.0)
-            Io = Io + s @ W_out
-            V = a_m * V + c_f * I
-            I = b_s * I
-            Vo = a_m * Vo + c_f * Io
-            Io = b_s * Io
-            s = Spike.apply(V)
-            V = V * (1.0 - s)
-            acc = acc + w_t[n] * Vo
-        loss = torch.nn.functional.cross_entropy(acc / N, y)
+        loss = torch.nn.functional.cross_entropy(readout(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -204,7 +172,7 @@ def time_torch(a, hidden, recurrent, repeats) -> dict | None:
     spb = float(np.median(times))
     out = {"seconds_per_batch": spb, "seconds_per_epoch": spb * math.ceil(SHD_TRAIN / B),
            "peak_allocated_mb": torch.cuda.max_memory_allocated() / 2**20}
-    del data, W_in, W_rec, W_out, opt
+    del data, readout, opt
     torch.cuda.empty_cache()
     return out
 

@@ -187,21 +187,16 @@ def _time_steps(forward, opt, data, repeats) -> dict:
     return {"seconds_per_batch": float(np.median(times)), "peak_mb": _rss_mb(), "base_mb": base}
 
 
-def _worker_torch(args) -> dict:
-    import torch
-
-    torch.set_num_threads(args["threads"])
-    torch.set_flush_denormal(True)  # decaying states reach denormals, which are very slow on CPUs
-    torch.manual_seed(0)
-    B, N, H = args["batch"], args["steps"], args["hidden"]
-    data = _dense_data(args, torch)
+def dense_bptt(torch, B: int, N: int, H: int, recurrent: bool, w_in: float, device="cpu"):
+    """The dense surrogate-gradient BPTT baseline of the workload's network on ``device``:
+    (readout(x) -> (B, 20) e^{-t/T}-weighted mean output voltage, Adam optimiser); x is a dense
+    (N, B, 700) spike tensor. Same decays, reset to 0, fast-sigmoid surrogate."""
     a_m, b_s = float(np.exp(-1 / 20)), float(np.exp(-1 / 5))
     c_f = 5.0 / (20 - 5) * (a_m - b_s)
-    W_in = torch.nn.Parameter(torch.randn(700, H) * 0.01 + args["w_in"])
-    W_rec = torch.nn.Parameter(torch.randn(H, H) * 0.02) if args["recurrent"] else None
-    W_out = torch.nn.Parameter(torch.randn(H, 20) * 0.03)
-    ps = [p for p in (W_in, W_rec, W_out) if p is not None]
-    opt = torch.optim.Adam(ps, lr=1e-3)
+    W_in = torch.nn.Parameter((torch.randn(700, H) * 0.01 + w_in).to(device))
+    W_rec = torch.nn.Parameter((torch.randn(H, H) * 0.02).to(device)) if recurrent else None
+    W_out = torch.nn.Parameter((torch.randn(H, 20) * 0.03).to(device))
+    opt = torch.optim.Adam([p for p in (W_in, W_rec, W_out) if p is not None], lr=1e-3)
     w_t = torch.exp(-torch.arange(1, N + 1, dtype=torch.float32) / N).tolist()
 
     class Spike(torch.autograd.Function):
@@ -215,13 +210,9 @@ def _worker_torch(args) -> dict:
             (v,) = ctx.saved_tensors
             return g / (10.0 * (v - 1.0).abs() + 1.0) ** 2  # fast-sigmoid surrogate
 
-    def step(x, y):
-        V = torch.zeros(B, H)
-        I = torch.zeros(B, H)
-        Vo = torch.zeros(B, 20)
-        Io = torch.zeros(B, 20)
-        s = torch.zeros(B, H)
-        acc = torch.zeros(B, 20)
+    def readout(x):
+        z = lambda n: torch.zeros(B, n, device=device)  # noqa: E731
+        V, I, Vo, Io, s, acc = z(H), z(H), z(20), z(20), z(H), z(20)
         inp = (x @ W_in).unbind(0)  # per-step views; unbind's backward is one stack, not N full-size adds
         for n in range(N):
             I = I + inp[n] + (s @ W_rec if W_rec is not None else 0.0)
@@ -235,7 +226,18 @@ def _worker_torch(args) -> dict:
             acc = acc + w_t[n] * Vo
         return acc / N
 
-    return _time_steps(step, opt, data, args["repeats"])
+    return readout, opt
+
+
+def _worker_torch(args) -> dict:
+    import torch
+
+    torch.set_num_threads(args["threads"])
+    torch.set_flush_denormal(True)  # decaying states reach denormals, which are very slow on CPUs
+    torch.manual_seed(0)
+    data = _dense_data(args, torch)
+    readout, opt = dense_bptt(torch, args["batch"], args["steps"], args["hidden"], args["recurrent"], args["w_in"])
+    return _time_steps(lambda x, y: readout(x), opt, data, args["repeats"])
 
 
 def _worker_snntorch(args) -> dict:
