@@ -172,7 +172,7 @@ def time_torch(a, hidden, recurrent, repeats) -> dict | None:
     spb = float(np.median(times))
     out = {"seconds_per_batch": spb, "seconds_per_epoch": spb * math.ceil(SHD_TRAIN / B),
            "peak_allocated_mb": torch.cuda.max_memory_allocated() / 2**20}
-    del data, readout, opt
+    data = step = readout = opt = None  # let the device memory go
     torch.cuda.empty_cache()
     return out
 
