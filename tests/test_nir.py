@@ -269,3 +269,22 @@ def test_snntorch_reproduces_lif_output_spikes():
     assert np.max(np.abs(ep - snn_first)) <= 0.2, (ep, snn_first)  # two steps of 0.1 ms
     _, ep, snn_first, _, _ = _snntorch_vs_eventprop("lif", weight_error=1.1)
     assert np.max(np.abs(ep - snn_first)) > 0.3
+
+
+def test_learned_time_constants_are_exported_per_neuron():
+    """A network with learned time constants (tau_mem<l>/tau_syn<l> among its parameters) goes
+    out with them, per neuron, and comes back as a spec with those arrays; learned input delays
+    are refused in one line."""
+    spec = SPECS["recurrent_li"]
+    params = init_params(spec, seed=2)
+    params["tau_mem0"] = np.linspace(12.0, 30.0, 7)
+    params["tau_syn0"] = np.linspace(2.0, 8.0, 7)
+    params["tau_mem1"] = np.array([18.0, 22.0, 25.0])
+    spec2, params2, _ = import_nir(export_nir(spec, params))
+    np.testing.assert_array_equal(spec2.hidden[0].tau_mem, params["tau_mem0"])
+    np.testing.assert_array_equal(spec2.hidden[0].tau_syn, params["tau_syn0"])
+    np.testing.assert_array_equal(spec2.output.tau_mem, params["tau_mem1"])
+    assert not any(k.startswith("tau_") for k in params2)
+    params["delay_in"] = np.zeros(6)
+    with pytest.raises(UserError, match="input delays"):
+        export_nir(spec, params)
