@@ -400,7 +400,6 @@ def _arrivals(
     L = n_layers - 1
     oo = noff[L]
     no = sizes[L]
-    S0 = sizes[0]
     w_end = 0.0
     if n >= 1:
         w_end = (w_a[b, n - 1] + w_b[b, n - 1]) * edecay
@@ -866,7 +865,7 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
     in_ptr, in_units = inp.ptr, inp.units
     w_a, w_b, edecay, rcoef, tcoef = ro.w_a, ro.w_b, ro.edecay, ro.rcoef, ro.tcoef
     tape_step, tape_id, tape_d, tape_delta, ntape = tape.step, tape.nid, tape.d, tape.delta, tape.n[b]
-    tmax, mx_ref, mx_delta, mx_slope, fs_step = fo.tmax, fo.mx_ref, fo.mx_delta, fo.mx_slope, fo.fs_step[b]
+    tmax, mx_ref, mx_slope, fs_step = fo.tmax, fo.mx_ref, fo.mx_slope, fo.fs_step[b]
     g_int, g_max, g_trace, g_spk, reg = gr.integral, gr.vmax, gr.trace, gr.first_spike, gr.spike_counts
     hits = 0
     n_layers = sizes.shape[0]
