@@ -18,6 +18,16 @@ from eventprop.errors import ConfigError
 from eventprop.events import batch_from_arrays
 from eventprop.network import InitSpec, LayerSpec, NetworkSpec, OutputSpec, check_params, init_params
 
+def _random_batch(rng, B, N, n_in):
+    """B samples of 10-40 input spikes on the 1 ms grid (at most one per channel and step)."""
+    lists = []
+    for _ in range(B):
+        k = rng.integers(10, 40)
+        key = np.unique(rng.integers(0, N - 5, k) * n_in + rng.integers(0, n_in, k))
+        lists.append((key // n_in, key % n_in))
+    return batch_from_arrays(lists, [0] * B, N, 1.0)
+
+
 NETS = {  # name -> (hidden layers (size, recurrent), output kind, input weight mean)
     "ffwd": ([(4, False)], "li", 1.5),
     "recurrent": ([(6, True)], "li", 1.0),
@@ -38,12 +48,7 @@ def _case(name, seed=3):
     params = init_params(spec_of(taus), InitSpec(input_mean=w_in, input_sd=w_in / 2, hidden_mean=1.5, hidden_sd=0.8,
                                                  rec_mean=0.0, rec_sd=0.5, out_mean=1.5 if out == "lif" else 0.4,
                                                  out_sd=0.8), seed=1, dtype=np.float64)
-    lists = []
-    for _ in range(B):
-        k = rng.integers(10, 40)
-        key = np.unique(rng.integers(0, N - 5, k) * n_in + rng.integers(0, n_in, k))
-        lists.append((key // n_in, key % n_in))
-    batch = batch_from_arrays(lists, [0] * B, N, 1.0)
+    batch = _random_batch(rng, B, N, n_in)
     gi = rng.normal(size=(B, 2))
 
     def loss(taus):
@@ -156,12 +161,7 @@ def test_output_tau_gradient_is_the_derivative_of_the_discrete_algorithm(name):
 
     params = init_params(spec_of(taus), InitSpec(input_mean=w_in, input_sd=0.75, out_mean=w_out, out_sd=0.8),
                          seed=1, dtype=np.float64)
-    lists = []
-    for _ in range(B):
-        k = rng.integers(10, 40)
-        key = np.unique(rng.integers(0, N - 5, k) * n_in + rng.integers(0, n_in, k))
-        lists.append((key // n_in, key % n_in))
-    batch = batch_from_arrays(lists, [0] * B, N, 1.0)
+    batch = _random_batch(rng, B, N, n_in)
     gi = rng.normal(size=(B, C))
     weight = ReadoutWeight(np.exp(-np.arange(N + 1) / N), 1.0 / N) if readout == "exp" else None
 

@@ -57,7 +57,7 @@ from numba import config as _nb_config
 from numba import cuda
 
 from .errors import UserError
-from .backend import ForwardOutputs, Tape, allocate_forward
+from .backend import ForwardOutputs, Tape, allocate_forward, sized_tape_run
 
 NEWTON_STEPS = 6
 LAMBDA_MAX = 1e15
@@ -813,9 +813,8 @@ class CUDABackend:
         C = int(net.sizes[-1])
         NT = int(net.sizes.sum())
         dtype = net.W.dtype.type
-        cap = self._cap[0]
         if B == 0:
-            return allocate_forward(B, C, NT, n_steps, cap, dtype, want_trace)
+            return allocate_forward(B, C, NT, n_steps, self._cap[0], dtype, want_trace)
         td = cuda.to_device
         dnet = _net_to_device(net) + (td(net.cfw), td(net.tau_s), td(net.tau_m))
         qm = (2.0 * np.float64(dtype(dt)) / net.tau_m.astype(np.float64)).astype(dtype)
@@ -831,19 +830,15 @@ class CUDABackend:
                    cuda.device_array((B, NT), f64), cuda.device_array((B, NT), f64),
                    cuda.device_array((B, NT), f64), cuda.device_array((B, NT), np.int8))
         nthr = threads_per_block(NT)
-        for _attempt in range(2):
-            tape, fo = allocate_forward(B, C, NT, n_steps, cap, dtype, want_trace)
+
+        def run(tape, fo):
             dtape = [td(a) for a in tape]
             dfo = [td(a) for a in fo]
             _forward_kernel[B, nthr](*dnet, *dinp, *dtape, *dfo, n_steps, dtype(dt), dtype(grazing_eps),
                                      bool(want_trace), bool(want_max), *scratch)
-            tape = Tape(*[a.copy_to_host() for a in dtape])
-            fo = ForwardOutputs(*[a.copy_to_host() for a in dfo])
-            if tape.n.max() <= cap:
-                break
-            cap = int(tape.n.max())  # every spike was counted: one rerun with the exact size
-            self._cap[0] = max(self._cap[0], cap)
-        return tape, fo
+            return Tape(*[a.copy_to_host() for a in dtape]), ForwardOutputs(*[a.copy_to_host() for a in dfo])
+
+        return sized_tape_run(self, B, C, NT, n_steps, dtype, want_trace, run)
 
     def backward(self, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, record, tau=None, delays=0):
         if tau is not None or delays:

@@ -79,14 +79,6 @@ def _kap_area(delta, tm, ts):
     return -float(ts) * np.expm1(-float(delta) / float(ts)) - float(tm) * _kap(delta, tm, ts)
 
 
-@njit(cache=True, inline="always")
-def _dh(x):
-    """h'(x) for h(x) = (1 - e^{-x})/x: (e^{-x}(1 + x) - 1)/x^2, by its series near 0."""
-    if abs(x) < 1e-3:
-        return -0.5 + x / 3.0 - x * x / 8.0
-    return (np.exp(-x) * (1.0 + x) - 1.0) / (x * x)
-
-
 @njit(cache=True)
 def _dprop(h, tm, ts):
     """Derivatives of the propagator over h, Phi = [[e_m, kappa], [0, e_s]], with respect to tau_m
@@ -95,16 +87,7 @@ def _dprop(h, tm, ts):
     h = float(h)
     tm = float(tm)
     ts = float(ts)
-    em = np.exp(-h / tm)
-    es = np.exp(-h / ts)
-    x = (1.0 / ts - 1.0 / tm) * h
-    kap = _kap(h, tm, ts)
-    g = em * (h / tm) * _dh(x)
-    dem = h / (tm * tm) * em
-    dkm = kap * (h / (tm * tm) - 1.0 / tm) + g * h / (tm * tm)
-    dks = -g * h / (ts * ts)
-    des = h / (ts * ts) * es
-    return dem, dkm, dks, des
+    return _dprop_r(h, 1.0 / tm, 1.0 / ts, np.exp(-h / tm), np.exp(-h / ts), _kap(h, tm, ts))
 
 
 @njit(cache=True)
@@ -144,14 +127,6 @@ def _rates(tau_m, tau_s):
 
 
 @njit(cache=True, inline="always")
-def _kap_r(delta, n, tau_m, tau_s, em, es, rt):
-    """kappa(delta) of neuron n from its decays em, es and its row of _rates (as _kap_e)."""
-    if abs(rt[3, n] * delta) > 1e-3:
-        return rt[2, n] * (em - es)
-    return _kap(delta, tau_m[n], tau_s[n])
-
-
-@njit(cache=True, inline="always")
 def _vexp_neg(out, lo, n, s, rate):
     m = 0.0
     for j in range(n):
@@ -180,14 +155,14 @@ def _dh_e(x, emx):
 
 
 @njit(cache=True, inline="always")
-def _dprop_e(h, tm, ts, em, es, kap):
-    """_dprop from em = e^{-h/tm}, es = e^{-h/ts} and kap = kappa(h) (no further exp)."""
-    x = (1.0 / ts - 1.0 / tm) * h
-    g = em * (h / tm) * _dh_e(x, es / em)
-    dem = h / (tm * tm) * em
-    dkm = kap * (h / (tm * tm) - 1.0 / tm) + g * h / (tm * tm)
-    dks = -g * h / (ts * ts)
-    des = h / (ts * ts) * es
+def _dprop_r(h, rm, rs, em, es, kap):
+    """_dprop from the rates rm = 1/tau_m, rs = 1/tau_s, the decays em = e^{-h rm}, es = e^{-h rs}
+    and kap = kappa(h) (no further exp, no division but es/em)."""
+    g = em * (h * rm) * _dh_e((rs - rm) * h, es / em)
+    dem = h * rm * rm * em
+    dkm = kap * (h * rm * rm - rm) + g * h * rm * rm
+    dks = -g * h * rs * rs
+    des = h * rs * rs * es
     return dem, dkm, dks, des
 
 
@@ -205,13 +180,7 @@ def _tau_targets(W, base, po, S, tau_m, tau_s, delta, lamV, lamI, nuVm, nuIm, nu
         em = ea[n]
         es = eb[n]
         kp = ek[n]
-        rm = rt[0, n]
-        rs = rt[1, n]
-        x = rt[3, n] * h
-        g = em * (h * rm) * _dh_e(x, es / em)
-        dkm = kp * (h * rm * rm - rm) + g * h * rm * rm
-        dks = -g * h * rs * rs
-        des = h * rs * rs * es
+        _, dkm, dks, des = _dprop_r(h, rt[0, n], rt[1, n], em, es, kp)
         w = W[base + j]
         pV = -tm * lamV[n]
         pI = -ts * lamI[n]
@@ -977,7 +946,7 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
                             # derivatives of both in tau (p at t_m: the current adjoint)
                             n_o = oo + k
                             w = W[base + k]
-                            dem, dkm, dks, des = _dprop_e(delta, tm, ts, a, bb, kp)
+                            dem, dkm, dks, des = _dprop_r(delta, 1.0 / tm, 1.0 / ts, a, bb, kp)
                             pV = -tm * lamV[n_o]
                             pI = -ts * lamI[n_o]
                             gw = src * w  # the readout density over [t_c, t_m] (integral and trace)

@@ -153,6 +153,21 @@ def allocate_forward(B: int, C: int, NT: int, n_steps: int, cap: int, dtype, wan
     return tape, fo
 
 
+def sized_tape_run(owner, B: int, C: int, NT: int, n_steps: int, dtype, want_trace: bool, run):
+    """``run(tape, fo) -> (tape, fo)`` on freshly allocated host arrays with the tape capacity
+    ``owner._cap[0]``; when a sample had more spikes than that (the kernels count every spike
+    and keep simulating), once more with exactly enough room, so no spike is ever dropped and
+    there is no regrowth loop. ``owner._cap`` remembers the largest tape seen."""
+    cap = owner._cap[0]
+    for _attempt in range(2):
+        tape, fo = run(*allocate_forward(B, C, NT, n_steps, cap, dtype, want_trace))
+        if B == 0 or tape.n.max() <= cap:
+            break
+        cap = int(tape.n.max())
+        owner._cap[0] = max(owner._cap[0], cap)
+    return tape, fo
+
+
 N_CHUNKS = 8  # fixed number of sample chunks on the CPU: results do not depend on the thread count
 
 
@@ -167,21 +182,14 @@ class CPUBackend:
         from . import _kernels
 
         B = inp.ptr.shape[0]
-        C = int(net.sizes[-1])
-        NT = int(net.sizes.sum())
         dtype = net.W.dtype.type
-        cap = self._cap[0]
-        for _attempt in range(2):
-            tape, fo = allocate_forward(B, C, NT, n_steps, cap, dtype, want_trace)
+
+        def run(tape, fo):
             _kernels.forward_batch(net, inp, ro, tape, fo, n_steps, dtype(dt), dtype(grazing_eps), bool(want_trace),
                                    bool(want_max), min(N_CHUNKS, max(B, 1)))
-            if B == 0 or tape.n.max() <= cap:
-                break
-            # never drop a spike: the kernel counted every spike, so one rerun with a tape of
-            # exactly the right size suffices
-            cap = int(tape.n.max())
-            self._cap[0] = max(self._cap[0], cap)
-        return tape, fo
+            return tape, fo
+
+        return sized_tape_run(self, B, int(net.sizes[-1]), int(net.sizes.sum()), n_steps, dtype, want_trace, run)
 
     def backward(self, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, record, tau=None, delays=0):
         from . import _kernels

@@ -377,19 +377,6 @@ def forward(
     )
 
 
-def _dkappa(u, tm, ts):
-    """d kappa(u) / d tau_m and / d tau_s (arrays), without cancellation at tm ~ ts."""
-    em = np.exp(-u / tm)
-    x = (1.0 / ts - 1.0 / tm) * u
-    xs = np.where(np.abs(x) < 0.05, 0.0, x)
-    safe = np.where(xs == 0.0, 1.0, xs)
-    dh = np.where(np.abs(x) < 0.05, -0.5 + x * (1 / 3 + x * (-0.125 + x * (1 / 30 + x * (-1 / 144 + x / 840)))),
-                  (np.exp(-xs) * (1.0 + xs) - 1.0) / (safe * safe))
-    kap = _kappa(u, tm, ts)
-    g = em * (u / tm) * dh
-    return kap * (u / tm**2 - 1.0 / tm) + g * u / tm**2, -g * u / ts**2
-
-
 def readout_coef_derivs(tau_m, tau_s, dt, rate=0.0) -> np.ndarray:
     """(2, 4, C): derivatives of :func:`readout_coefs` with respect to tau_m (first) and tau_s,
     by the same quadrature of the differentiated integrands."""
@@ -398,8 +385,10 @@ def readout_coef_derivs(tau_m, tau_s, dt, rate=0.0) -> np.ndarray:
     u = 0.5 * dt * (_GL_X + 1.0)[:, None]
     wq = (0.5 * dt * _GL_W)[:, None] * np.exp(-rate * u)
     lin = u / dt
-    dem = (u / tm**2) * np.exp(-u / tm)
-    dkm, dks = _dkappa(u, tm, ts)
+    from ._kernels import _dprop
+
+    d = np.array([[_dprop(float(x), float(a), float(b)) for a, b in zip(tm[0], ts[0])] for x in u[:, 0]])
+    dem, dkm, dks = d[..., 0], d[..., 1], d[..., 2]  # (nodes, C) each
     z = np.zeros(tm.shape[1])
     dm = np.stack([(wq * dem).sum(0), (wq * lin * dem).sum(0), (wq * dkm).sum(0), (wq * lin * dkm).sum(0)])
     ds = np.stack([z, z, (wq * dks).sum(0), (wq * lin * dks).sum(0)])

@@ -115,7 +115,7 @@ class EventDataset:
         instead of 12, and no separate binned copy for training). Sub-step timing is dropped: the
         engine only sees the step of a spike anyway, but augmentations that move spikes in time
         (dilate, blend) then work on step-start times."""
-        steps, units, offsets = _bin(self, float(dt), int(n_steps), compact=True)
+        steps, units, offsets = _bin(self, float(dt), int(n_steps))
         ds = EventDataset(steps, units, offsets, self.labels.copy(), self.n_units, self.n_classes,
                           None if self.speakers is None else self.speakers.copy(), self.name,
                           list(self.class_names), time_unit=float(dt))
@@ -233,17 +233,17 @@ def binned(ds: EventDataset, dt: float, n_steps: int) -> tuple[np.ndarray, np.nd
     key = (float(dt), int(n_steps))
     if key not in cache:
         cache.clear()
-        cache[key] = _bin(ds, float(dt), int(n_steps), compact=True)
+        cache[key] = _bin(ds, float(dt), int(n_steps))
     return cache[key]
 
 
-def _bin(ds: EventDataset, dt: float, n_steps: int, compact: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """bin_all on a dataset; with ``compact``, steps and units as uint16 where they fit."""
+def _bin(ds: EventDataset, dt: float, n_steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """bin_all on a dataset, steps and units as uint16 where they fit."""
     from ._binning import bin_all
 
     n = len(ds.times)
-    small_s = compact and n_steps <= 65536
-    small_u = compact and ds.n_units <= 65536
+    small_s = n_steps <= 65536
+    small_u = ds.n_units <= 65536
     out_s = np.empty(n, dtype=np.uint16 if small_s else np.int32)
     out_u = np.empty(n, dtype=np.uint16 if small_u else np.int32)
     scale = 1.0 if ds.time_unit is None else ds.time_unit
