@@ -33,15 +33,19 @@ def _consts(tm, ts, dt):
     return a, b, cf, cb
 
 
-def _first_crossing_ref(v, i, th, tm, ts, span):
-    """First u in [0, span] where the free trajectory from (v, i) reaches th (roots by brentq)."""
-    f = lambda u: _free_v(v, i, u, tm, ts) - th  # noqa: E731
+def _first_crossing_ref(v, i, th, tm, ts, span, a=0.0, ta=np.inf):
+    """First u in [0, span] where the free trajectory from (v, i) reaches th (roots by brentq).
+
+    With an adaptation a (alif, decaying with ta) the threshold is th + a e^{-u/ta}; slope is
+    then tau_m times the derivative of V - a e^{-u/ta} (a = 0 gives the LIF computation exactly).
+    """
+    f = lambda u: _free_v(v, i, u, tm, ts) - a * np.exp(-u / ta) - th  # noqa: E731
     if f(0.0) >= 0:
         return 0.0
     if f(span) >= 0:
         ub = span
     else:
-        slope = lambda u: i * np.exp(-u / ts) - _free_v(v, i, u, tm, ts)  # noqa: E731
+        slope = lambda u: i * np.exp(-u / ts) - _free_v(v, i, u, tm, ts) + a * tm / ta * np.exp(-u / ta)  # noqa: E731
         if not (slope(0.0) > 0 > slope(span)):
             return None
         ub = brentq(slope, 0.0, span, xtol=1e-15, rtol=1e-15)
@@ -63,7 +67,8 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
 
     weight: None (w = 1) or (values at t_0..t_N, rate): in step n, w(t_n + u) =
     e^{-rate u} (w_n + (w_{n+1} e^{rate dt} - w_n) u/dt). g_trace: (N+1, C) density dl/dV at t_n,
-    linear in between. Returns dict with readouts, spikes [(step, layer, idx, d, delta)], grads.
+    linear in between. Returns dict with readouts, spikes [(step, layer, idx, d, delta)],
+    spike_adapt (per spike, the emitter's adaptation A just before it; 0 for LIF), grads.
 
     A spike detected at t_m was emitted at t_c = t_m - delta (linear interpolation of V); it is
     delivered at t_m with the effect it would have had from t_c on (I += w e^{-delta/tau_s},
@@ -71,6 +76,12 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
     readout integral gains w * w(t_m) * int_0^delta kappa. The backward pass evaluates EventProp's
     spike terms with the adjoints at t_c^+ (propagated back from t_m, with the output sources over
     [t_c, t_m]) and applies each jump at t_c.
+
+    Adaptive hidden neurons (neuron == "alif") carry A (tau_a dA/dt = -A, A(0) = 0) and spike when
+    V - A reaches theta; a spike resets V and adds beta = adapt to A. Their tape value is
+    D = tau_m d(V - A)/dt just before the spike, = I_c - theta - A_c + A_c tau_m/tau_a, and the
+    backward pass has lambda_A (lambda_A(t - s) = e^{-s/tau_a} lambda_A(t)), which jumps at the
+    neuron's own spikes only.
     """
     dt = spec.dt
     layers = list(spec.hidden) + [spec.output]
@@ -82,6 +93,9 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
     cons = [_consts(tm[l], ts[l], dt) for l in range(L + 1)]
     spiking = [True] * L + [spec.output.kind == "lif"]
     thr = [ly.threshold for ly in layers]
+    alif = [getattr(ly, "neuron", "lif") == "alif" for ly in layers]
+    ta = [float(ly.tau_adapt) if alif[l] else np.inf for l, ly in enumerate(layers)]
+    beta = [float(ly.adapt) if alif[l] else 0.0 for l, ly in enumerate(layers)]
     N = n_steps
     T = N * dt
     C = sizes[L]
@@ -107,7 +121,9 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
 
     V = [np.zeros(s) for s in sizes]
     I = [np.zeros(s) for s in sizes]
+    A = [np.zeros(s) for s in sizes]  # adaptation (stays 0 in LIF layers)
     spikes = []  # (step, layer, idx, d, delta)
+    adapt_c = []  # per spike: the emitter's A just before it
     by_step = {}
     trace = np.zeros((N + 1, C))  # V at t_0..t_N
     integral = np.zeros(C)
@@ -118,8 +134,14 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
 
     kinds = []  # per spike: 0 found at the end of a step, 1 pushed over threshold by arrivals
 
-    def record(n, l, i, d, delta, t_spike, kind):
+    def tape_d(l, i, ic, ac):  # tau_m d(V - A)/dt just before a spike, floored
+        if not alif[l]:
+            return max(ic - thr[l], spec.grazing_eps)
+        return max(ic - thr[l] - ac + ac * tm[l][i] / ta[l], spec.grazing_eps)
+
+    def record(n, l, i, d, delta, t_spike, kind, ac=0.0):
         spikes.append((n, l, i, d, delta))
+        adapt_c.append(ac)
         kinds.append(kind)
         mark[l][i] = n
         if l == L and first_step[i] < 0:
@@ -154,13 +176,24 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
                 if not spiking[l]:
                     continue
                 for i in range(sizes[l]):
-                    if V[l][i] >= thr[l] and mark[l][i] != n:
+                    if not alif[l] and V[l][i] >= thr[l] and mark[l][i] != n:
                         g = lambda s_, l=l, i=i: _free_v(V[l][i], I[l][i], -s_, tm[l][i], ts[l][i]) - thr[l]  # noqa: E731
                         sj = smax if g(smax) >= 0 else brentq(g, 0.0, smax, xtol=1e-15, rtol=1e-15)
                         ic = I[l][i] * np.exp(sj / ts[l][i])
                         record(n, l, i, max(ic - thr[l], spec.grazing_eps), sj, n * dt - sj, 1)
                         lst.append((l, i, sj, len(spikes) - 1))
                         V[l][i] = _free_v(0.0, ic, sj, tm[l][i], ts[l][i])
+                    elif alif[l] and V[l][i] - A[l][i] >= thr[l] and mark[l][i] != n:
+                        # as above, with the threshold theta + A evolving backward too
+                        g = lambda s_, l=l, i=i: (_free_v(V[l][i], I[l][i], -s_, tm[l][i], ts[l][i])  # noqa: E731
+                                                  - A[l][i] * np.exp(s_ / ta[l]) - thr[l])
+                        sj = smax if g(smax) >= 0 else brentq(g, 0.0, smax, xtol=1e-15, rtol=1e-15)
+                        ic = I[l][i] * np.exp(sj / ts[l][i])
+                        ac = A[l][i] * np.exp(sj / ta[l])
+                        record(n, l, i, tape_d(l, i, ic, ac), sj, n * dt - sj, 1, ac)
+                        lst.append((l, i, sj, len(spikes) - 1))
+                        V[l][i] = _free_v(0.0, ic, sj, tm[l][i], ts[l][i])
+                        A[l][i] += beta[l] * np.exp(-sj / ta[l])
         if n < N:
             for u in inputs[n]:
                 I[0] += P["ff0"][u]
@@ -176,18 +209,25 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
             for k in range(C):
                 v0, i0, tmk, tsk = V[L][k], I[L][k], tm[L][k], ts[L][k]
                 integral[k] += _step_quad(lambda u: om(u) * _free_v(v0, i0, u, tmk, tsk), dt)
-        Vold, Iold = [v.copy() for v in V], [c.copy() for c in I]
+        Vold, Iold, Aold = [v.copy() for v in V], [c.copy() for c in I], [x.copy() for x in A]
         for l in range(L + 1):
             a, b, cf, _ = cons[l]
             V[l] = a * Vold[l] + cf * Iold[l]
             I[l] = b * Iold[l]
+            if alif[l]:
+                A[l] = np.exp(-dt / ta[l]) * Aold[l]
         # crossings during the step: candidates from the free trajectories, then in time order,
         # each spike's current jump moving (or cancelling) its targets' later crossings
+        # (an alif neuron's A is never moved by other spikes: at u it is Aold e^{-u/tau_a})
         cand = {}  # (l, i) -> [crossing time in the step, v, i at u_last, u_last, voltage correction]
         for l in range(L + 1):
             if spiking[l]:
                 for i in range(sizes[l]):
-                    u = _first_crossing_ref(Vold[l][i], Iold[l][i], thr[l], tm[l][i], ts[l][i], dt)
+                    if alif[l]:
+                        u = _first_crossing_ref(Vold[l][i], Iold[l][i], thr[l], tm[l][i], ts[l][i], dt,
+                                                Aold[l][i], ta[l])
+                    else:
+                        u = _first_crossing_ref(Vold[l][i], Iold[l][i], thr[l], tm[l][i], ts[l][i], dt)
                     if u is not None:
                         cand[(l, i)] = [u, Vold[l][i], Iold[l][i], 0.0, 0.0]
         while cand:
@@ -195,7 +235,12 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
             del cand[(l, i)]
             ic = ci * np.exp(-(u - ul) / ts[l][i])
             delta = dt - u
-            record(n + 1, l, i, max(ic - thr[l], spec.grazing_eps), delta, n * dt + u, 0)
+            if alif[l]:
+                ac = Aold[l][i] * np.exp(-u / ta[l])
+                record(n + 1, l, i, tape_d(l, i, ic, ac), delta, n * dt + u, 0, ac)
+                A[l][i] = (ac + beta[l]) * np.exp(-delta / ta[l])
+            else:
+                record(n + 1, l, i, max(ic - thr[l], spec.grazing_eps), delta, n * dt + u, 0)
             by_step.setdefault(n + 1, []).append((l, i, delta, len(spikes) - 1))
             V[l][i] = _free_v(0.0, ic, delta, tm[l][i], ts[l][i]) - corr  # reset at t_c
             for (tl, row) in targets(l, i):
@@ -207,7 +252,11 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
                     c[1], c[2] = _free_v(c[1], c[2], s2, tmc, tsc), c[2] * np.exp(-s2 / tsc) + row[cj]
                     c[3] = u
                     c[4] += row[cj] * _free_v(0.0, 1.0, delta, tmc, tsc)
-                    uu = _first_crossing_ref(c[1], c[2], thr[cl], tmc, tsc, dt - u)
+                    if alif[cl]:
+                        uu = _first_crossing_ref(c[1], c[2], thr[cl], tmc, tsc, dt - u,
+                                                 Aold[cl][cj] * np.exp(-u / ta[cl]), ta[cl])
+                    else:
+                        uu = _first_crossing_ref(c[1], c[2], thr[cl], tmc, tsc, dt - u)
                     if uu is None:
                         del cand[(cl, cj)]
                     else:
@@ -220,6 +269,7 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
         "trace": trace,
         "first_spike": first,
         "spikes": spikes,
+        "spike_adapt": np.array(adapt_c),
         "counts": [np.array([sum(1 for s in spikes if s[1] == l and s[2] == i) for i in range(sizes[l])])
                    for l in range(L + 1)],
     }
@@ -229,6 +279,7 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
     g_spk = np.zeros(C) if g_spk is None else np.asarray(g_spk, float)
     lV = [np.zeros(s) for s in sizes]
     lI = [np.zeros(s) for s in sizes]
+    lA = [np.zeros(s) for s in sizes]  # adjoint of the adaptation (stays 0 in LIF layers)
     G = {k: np.zeros_like(v) for k, v in P.items()}
     for m in range(N, -1, -1):
         if m >= 1 and not spiking[L]:
@@ -242,17 +293,24 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
         here = sorted([(q, sp) for q, sp in enumerate(spikes) if sp[0] == m], key=lambda qs: qs[1][4])
         kicks = []  # (output, kick on lambda_V at t_m - delta, delta): maxima at kinks
         w_end = omega(m - 1)(dt) if m >= 1 else 0.0
-        jumps = []  # (layer, idx, jump at t_c, delta)
+        jumps = []  # (layer, idx, jump at t_c, delta, jump of lambda_A at t_c)
 
         def adj_at(tl, j, delta):  # adjoints of neuron j of layer tl at t_m - delta (+)
             tmj, tsj = tm[tl][j], ts[tl][j]
             lv = np.exp(-delta / tmj) * lV[tl][j]
             li = np.exp(-delta / tsj) * lI[tl][j] + _cb(delta, tmj, tsj) * lV[tl][j]
-            for (l2, i2, J, d2) in jumps:
+            for (l2, i2, J, d2, _) in jumps:
                 if (l2, i2) == (tl, j):
                     lv += np.exp(-(delta - d2) / tmj) * J
                     li += _cb(delta - d2, tmj, tsj) * J
             return lv, li
+
+        def adj_a(tl, j, delta):  # lambda_A of neuron j of layer tl at t_m - delta (+)
+            la = np.exp(-delta / ta[tl]) * lA[tl][j]
+            for (l2, i2, _, d2, JA) in jumps:
+                if (l2, i2) == (tl, j):
+                    la += np.exp(-(delta - d2) / ta[tl]) * JA
+            return la
 
         for (sidx, (_, l, i, d, delta)) in here:
             fb = 0.0
@@ -276,10 +334,19 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
             for k in pinned:  # the maximum sits just before this spike's arrival and moves with it
                 extra += g_max[k] * mx[k][4] / tm[L][k]
             own_v, _ = adj_at(l, i, delta)
-            j = (thr[l] * own_v + fb + extra) / d
+            ja = 0.0
+            if alif[l]:
+                # V+ = 0, A+ = A_c + beta at V - A = theta: lambda_V jumps by jcore, lambda_A by
+                # -(lambda_V(t_c^+) + jcore) = -lambda_V(t_c^-)
+                ac, tmi = adapt_c[sidx], tm[l][i]
+                own_a = adj_a(l, i, delta)
+                j = ((thr[l] + ac * (1.0 - tmi / ta[l])) * own_v - (tmi * beta[l] / ta[l]) * own_a + fb + extra) / d
+                ja = -(own_v + j)
+            else:
+                j = (thr[l] * own_v + fb + extra) / d
             if l < L and g_counts is not None:
                 j -= g_counts[l][i] / (thr[l] * tm[l][i])
-            jumps.append((l, i, j, delta))
+            jumps.append((l, i, j, delta, ja))
             kicks += [(k, -g_max[k] / tm[L][k], delta) for k in pinned]
         if m == N and spiking[L]:
             for k in range(C):
@@ -290,11 +357,15 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
                 a, b, _, cb = cons[l]
                 lI[l] = b * lI[l] + cb * lV[l]
                 lV[l] = a * lV[l]
+                if alif[l]:
+                    lA[l] = np.exp(-dt / ta[l]) * lA[l]
             # each jump happened at t_c: it evolves backward over the rest of the step, dt - delta
-            for (l, i, j, delta) in jumps:
+            for (l, i, j, delta, ja) in jumps:
                 rest = dt - delta
                 lV[l][i] = np.clip(lV[l][i] + np.exp(-rest / tm[l][i]) * j, -1e15, 1e15)
                 lI[l][i] = np.clip(lI[l][i] + _cb(rest, tm[l][i], ts[l][i]) * j, -1e15, 1e15)
+                if alif[l]:
+                    lA[l][i] = np.clip(lA[l][i] + np.exp(-rest / ta[l]) * ja, -1e15, 1e15)
             for (k, kick, delta) in kicks:
                 rest = dt - delta
                 lV[L][k] += np.exp(-rest / tm[L][k]) * kick

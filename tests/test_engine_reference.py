@@ -21,6 +21,14 @@ CASES = {
     # many neurons crossing in the same step, each spike moving the others' crossings (the
     # candidate updates of the forward pass, warm-started Newton included)
     "burst_rec": dict(hidden=[LayerSpec(40, recurrent=True)], out="li"),
+    # adaptive LIF (eventprop.neurons.alif): the threshold rises by adapt at each spike
+    "alif_rec": dict(hidden=[LayerSpec(7, recurrent=True, neuron="alif", tau_adapt=100.0, adapt=0.3)], out="li"),
+    "alif_two": dict(hidden=[LayerSpec(6, recurrent=True, neuron="alif", tau_adapt=60.0, adapt=0.4),
+                             LayerSpec(5, tau_mem=15.0, tau_syn=3.0, neuron="alif", tau_adapt=150.0, adapt=0.2)],
+                     out="li"),
+    "alif_lif_out": dict(hidden=[LayerSpec(8, recurrent=True, neuron="alif", tau_adapt=30.0, adapt=0.5)], out="lif"),
+    "alif_burst": dict(hidden=[LayerSpec(30, tau_mem=np.linspace(10, 30, 30), recurrent=True, neuron="alif",
+                                         tau_adapt=80.0, adapt=0.2)], out="li"),
 }
 
 
@@ -96,7 +104,7 @@ def test_engine_matches_reference_float64(name, seed):
     assert sum(np.abs(g).sum() for g in grads.values()) > 0
 
 
-@pytest.mark.parametrize("name", ["recurrent", "two_hidden_rec", "lif_out"])
+@pytest.mark.parametrize("name", ["recurrent", "two_hidden_rec", "lif_out", "alif_two"])
 def test_engine_float32_close_to_reference(name):
     spec, params, batch, rg, weight, lists = make_case(name, 5, np.float32)
     fw = forward(spec, params, batch, weight=ReadoutWeight(*weight), trace=True)

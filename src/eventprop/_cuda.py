@@ -809,6 +809,8 @@ class CUDABackend:
     _cap = [64]
 
     def forward(self, net, inp, ro, n_steps, dt, grazing_eps, want_trace, want_max):
+        if net.ada.any():
+            raise UserError("adaptive (alif) neurons run on the cpu backend only for now; use model.backend=cpu")
         B = inp.ptr.shape[0]
         C = int(net.sizes[-1])
         NT = int(net.sizes.sum())
@@ -832,11 +834,11 @@ class CUDABackend:
         nthr = threads_per_block(NT)
 
         def run(tape, fo):
-            dtape = [td(a) for a in tape]
+            dtape = [td(a) for a in tape[:5]]  # (no aux: no alif here)
             dfo = [td(a) for a in fo]
             _forward_kernel[B, nthr](*dnet, *dinp, *dtape, *dfo, n_steps, dtype(dt), dtype(grazing_eps),
                                      bool(want_trace), bool(want_max), *scratch)
-            return Tape(*[a.copy_to_host() for a in dtape]), ForwardOutputs(*[a.copy_to_host() for a in dfo])
+            return Tape(*[a.copy_to_host() for a in dtape], tape.aux), ForwardOutputs(*[a.copy_to_host() for a in dfo])
 
         return sized_tape_run(self, B, C, NT, n_steps, dtype, want_trace, run)
 
@@ -862,7 +864,7 @@ class CUDABackend:
         units = inp.units if len(inp.units) else np.zeros(1, np.int32)
         dinp = (td(inp.ptr), td(units), td(c(ro.w_a)), td(c(ro.w_b)), float(ro.edecay), td(c(ro.rcoef)),
                 td(c(ro.tcoef)))
-        dtape = [td(c(a)) for a in tape]
+        dtape = [td(c(a)) for a in tape[:5]]
         dfo = [td(c(a)) for a in (fo.tmax, fo.mx_ref, fo.mx_slope, fo.fs_step)]
         dgr = [td(c(a)) for a in gr]
         lamV = cuda.device_array((B, NT), dt_)

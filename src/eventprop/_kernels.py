@@ -13,11 +13,14 @@ from collections import namedtuple
 import numpy as np
 from numba import njit, prange
 
+from .neurons.lif import (_count_near, _decay_rows, _dprop, _dprop_r, _first_crossing, _kap,  # noqa: F401
+                          _kap_area, _kap_e, _rates, _sliver_crossing)
+from .neurons import alif as _alif
+
 # per-chunk work arrays of the forward pass
 _FwdScratch = namedtuple("_FwdScratch", "V I qm mark prev_ids cur_ids prev_delta cur_delta prev_tidx cur_tidx "
-                                        "c_j c_u c_v c_i c_ul c_corr c_alive ea eb ek rt")
+                                        "c_j c_u c_v c_i c_ul c_corr c_alive ea eb ek rt A c_a")
 
-NEWTON_STEPS = 6  # at most this many refinements of a crossing time inside its step (see _crossing)
 LAMBDA_MAX = 1e15  # bound on |lambda_V|, |lambda_I| after a jump (see _backward_sample)
 
 
@@ -50,122 +53,6 @@ def _layer_of(nid, noff, n_layers):
     return l
 
 
-@njit(cache=True, inline="always")
-def _kap(delta, tm, ts):
-    """V at delta after a unit current jump into a neuron at rest (tau_m dV/dt = -V + I), in float64:
-    e^{-delta/tm} (delta/tm) h(x), h(x) = (1 - e^{-x})/x, x = (1/ts - 1/tm) delta (no cancellation
-    for small delta or tm ~ ts; valid for negative delta too)."""
-    d = float(delta)
-    tm = float(tm)
-    ts = float(ts)
-    x = (1.0 / ts - 1.0 / tm) * d
-    h = 1.0 - 0.5 * x if abs(x) < 1e-8 else -np.expm1(-x) / x
-    return np.exp(-d / tm) * (d / tm) * h
-
-
-@njit(cache=True, inline="always")
-def _kap_e(delta, tm, ts, em, es):
-    """_kap(delta) from em = e^{-delta/tm} and es = e^{-delta/ts} (no further exp) when that is
-    accurate, i.e. unless (1/ts - 1/tm) delta is tiny."""
-    x = (1.0 / ts - 1.0 / tm) * delta
-    if abs(x) > 1e-3:
-        return ts / (tm - ts) * (em - es)
-    return _kap(delta, tm, ts)
-
-
-@njit(cache=True, inline="always")
-def _kap_area(delta, tm, ts):
-    """int_0^delta _kap(u) du = tau_s (1 - e^{-delta/tau_s}) - tau_m _kap(delta)."""
-    return -float(ts) * np.expm1(-float(delta) / float(ts)) - float(tm) * _kap(delta, tm, ts)
-
-
-@njit(cache=True)
-def _dprop(h, tm, ts):
-    """Derivatives of the propagator over h, Phi = [[e_m, kappa], [0, e_s]], with respect to tau_m
-    and tau_s: (de_m/dtau_m, dkappa/dtau_m, dkappa/dtau_s, de_s/dtau_s), from
-    kappa = e^{-h/tm} (h/tm) h(x), x = (1/ts - 1/tm) h (no cancellation for tm ~ ts)."""
-    h = float(h)
-    tm = float(tm)
-    ts = float(ts)
-    return _dprop_r(h, 1.0 / tm, 1.0 / ts, np.exp(-h / tm), np.exp(-h / ts), _kap(h, tm, ts))
-
-
-@njit(cache=True)
-def _decay_rows(ea, eb, ek, po, S, tau_m, tau_s, rt, delta):
-    """ea[j] = e^{-delta/tau_m,j}, eb[j] = e^{-delta/tau_s,j}, ek[j] = kappa_j(delta) for neurons
-    po..po+S-1 (rt: _rates). The exponentials by scaling and squaring a degree-9 Taylor
-    polynomial (relative error below 1e-14): plain arithmetic over the row, which the compiler
-    vectorises, instead of 2 S calls of exp; kappa from them, exactly (as _kap_e) where
-    (1/tau_s - 1/tau_m) delta is tiny."""
-    _vexp_neg(ea, po, S, delta, rt[0])
-    _vexp_neg(eb, po, S, delta, rt[1])
-    small = np.inf
-    for j in range(po, po + S):
-        ek[j] = rt[2, j] * (ea[j] - eb[j])
-        small = min(small, abs(rt[3, j]))
-    if small * delta <= 1e-3:  # rare: tau_m ~ tau_s, or a tiny delta
-        for j in range(po, po + S):
-            if abs(rt[3, j] * delta) <= 1e-3:
-                ek[j] = _kap(delta, tau_m[j], tau_s[j])
-
-
-@njit(cache=True)
-def _rates(tau_m, tau_s):
-    """Per-neuron constants of the non-uniform paths: 1/tau_m, 1/tau_s, tau_s/(tau_m - tau_s),
-    1/tau_s - 1/tau_m, tau_m/tau_s."""
-    NT = tau_m.shape[0]
-    rt = np.empty((5, NT), dtype=np.float64)
-    for j in range(NT):
-        tm = float(tau_m[j])
-        ts = float(tau_s[j])
-        rt[0, j] = 1.0 / tm
-        rt[1, j] = 1.0 / ts
-        rt[2, j] = ts / (tm - ts) if tm != ts else 0.0
-        rt[3, j] = 1.0 / ts - 1.0 / tm
-        rt[4, j] = tm / ts
-    return rt
-
-
-@njit(cache=True, inline="always")
-def _vexp_neg(out, lo, n, s, rate):
-    m = 0.0
-    for j in range(n):
-        m = max(m, s * rate[lo + j])
-    k = 0
-    f = -s
-    while m > 0.125:
-        m *= 0.5
-        f *= 0.5
-        k += 1
-    for j in range(n):
-        z = f * rate[lo + j]
-        out[lo + j] = 1.0 + z * (1.0 + z * (0.5 + z * (1.0 / 6.0 + z * (1.0 / 24.0 + z * (1.0 / 120.0 + z * (
-            1.0 / 720.0 + z * (1.0 / 5040.0 + z * (1.0 / 40320.0 + z * (1.0 / 362880.0)))))))))
-    for _ in range(k):
-        for j in range(n):
-            out[lo + j] *= out[lo + j]
-
-
-@njit(cache=True, inline="always")
-def _dh_e(x, emx):
-    """h'(x) for h(x) = (1 - e^{-x})/x, given emx = e^{-x}: series below |x| = 0.05."""
-    if abs(x) < 0.05:
-        return -0.5 + x * (1.0 / 3.0 + x * (-0.125 + x * (1.0 / 30.0 + x * (-1.0 / 144.0 + x / 840.0))))
-    return (emx * (1.0 + x) - 1.0) / (x * x)
-
-
-@njit(cache=True, inline="always")
-def _dprop_r(h, rm, rs, em, es, kap):
-    """_dprop from the rates rm = 1/tau_m, rs = 1/tau_s, the decays em = e^{-h rm}, es = e^{-h rs}
-    and kap = kappa(h) (no further exp, no division but es/em)."""
-    g = em * (h * rm) * _dh_e((rs - rm) * h, es / em)
-    dem = h * rm * rm * em
-    dkm = kap * (h * rm * rm - rm) + g * h * rm * rm
-    dks = -g * h * rs * rs
-    des = h * rs * rs * es
-    return dem, dkm, dks, des
-
-
 @njit(cache=True)
 def _tau_targets(W, base, po, S, tau_m, tau_s, delta, lamV, lamI, nuVm, nuIm, nuVs, nuIs, dtau, ea, eb, ek, rt):
     """dL/dtau of the targets po..po+S-1 of a spike emitted at t_c = t_m - delta: its current jump
@@ -196,115 +83,6 @@ def _count_above(v, th):
     return c
 
 
-@njit(cache=True, inline="always")
-def _count_near(V, I, th, qm):
-    """How many neurons of a block may have reached th during the step: V >= th now, or V falling at
-    the end of the step (I < V) and close enough below th to have peaked above it inside the step
-    (qm = 2 dt/tau_m: twice the excursion tau_m dV/dt can give over one step)."""
-    c = 0
-    for j in range(V.shape[0]):
-        v = V[j]
-        c += v + qm[j] * max(v - I[j], 0.0) >= th
-    return c
-
-
-@njit(cache=True)
-def _peak(v0, i0, tm, ts, ub):
-    """The time in (0, ub) where dV/du = 0, for a trajectory rising at 0 and falling at ub: closed form
-    V(u) = (v0 + c i0) e^{-u/tm} - c i0 e^{-u/ts}, c = ts / (tm - ts); bisection when tm ~ ts."""
-    if abs(tm - ts) > 1e-6 * tm:
-        c = ts / (tm - ts)
-        x = (v0 + c * i0) * ts / (c * i0 * tm)
-        if x > 0.0:
-            u = np.log(x) / (1.0 / ts - 1.0 / tm)
-            if 0.0 <= u <= ub:
-                return u
-    lo = 0.0
-    hi = ub
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        if i0 * np.exp(-mid / ts) - (v0 * np.exp(-mid / tm) + i0 * _kap(mid, tm, ts)) > 0.0:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
-
-
-@njit(cache=True)
-def _crossing(v0, i0, v1, th, tm, ts, dt, m1):
-    """Time u in [0, dt] after t_n at which V(t_n + u) = v0 e^{-u/tm} + i0 kappa(u) reaches th, given
-    V(t_n) = v0 < th <= V(t_n + dt) = v1 and the slope dV/du = m1 at dt: the root of the cubic
-    Hermite interpolant of V (values and slopes at both ends; error O(dt^4)) as the starting
-    point, then Newton steps on the exact trajectory (tau_m dV/du = I - V), which converge to
-    rounding error, usually in one or two. (dt may also be the time of an interior maximum, m1 = 0,
-    for a crossing that the grid does not see.) Computed in float64 whatever the engine's dtype."""
-    v0 = float(v0)
-    i0 = float(i0)
-    th = float(th)
-    tm = float(tm)
-    ts = float(ts)
-    dt = float(dt)
-    v1 = float(v1)
-    frac = (th - v0) / (v1 - v0)
-    if not frac >= 0.0:  # also catches NaN from 0/0
-        return 0.0
-    if frac > 1.0:
-        frac = 1.0
-    # Hermite cubic p(s), s = u/dt: Newton on the polynomial from the linear guess (no exps)
-    a0 = dt * (i0 - v0) / tm
-    a1 = dt * float(m1)
-    x = frac
-    for _ in range(3):
-        x2 = x * x
-        x3 = x2 * x
-        p = (2 * x3 - 3 * x2 + 1) * v0 + (x3 - 2 * x2 + x) * a0 + (3 * x2 - 2 * x3) * v1 + (x3 - x2) * a1 - th
-        dp = (6 * x2 - 6 * x) * v0 + (3 * x2 - 4 * x + 1) * a0 + (6 * x - 6 * x2) * v1 + (3 * x2 - 2 * x) * a1
-        if not dp > 0.0:
-            x = frac
-            break
-        x = x - p / dp
-        if not 0.0 <= x <= 1.0:
-            x = frac
-            break
-    u = x * dt
-    for _ in range(NEWTON_STEPS):
-        em = np.exp(-u / tm)
-        es = np.exp(-u / ts)
-        v = v0 * em + i0 * _kap_e(u, tm, ts, em, es)
-        slope = (i0 * es - v) / tm
-        if not slope > 0.0:
-            break
-        u_new = u - (v - th) / slope
-        if u_new < 0.0:
-            u_new = 0.0
-        elif u_new > dt:
-            u_new = dt
-        if abs(u_new - u) <= 1e-10 * dt:
-            u = u_new
-            break
-        u = u_new
-    return u
-
-
-@njit(cache=True)
-def _first_crossing(v, i, v1, i1, th, tm, ts, span):
-    """First u in [0, span] at which the free trajectory from (V, I) = (v, i) reaches th; -1 if none.
-    (v1, i1): the state at span."""
-    if v >= th:
-        return 0.0
-    if v1 >= th:
-        return _crossing(v, i, v1, th, tm, ts, span, (i1 - v1) / tm)
-    if not i > v or not i1 < v1:
-        return -1.0  # not rising at the start or not falling at the end: no maximum inside
-    us = _peak(v, i, tm, ts, span)
-    em = np.exp(-us / tm)
-    es = np.exp(-us / ts)
-    vs = v * em + i * _kap_e(us, tm, ts, em, es)
-    if vs < th:
-        return -1.0
-    return _crossing(v, i, vs, th, tm, ts, us, 0.0)
-
-
 @njit(cache=True)
 def _deliver(I, V, W, base, po, S, uniform, tau_m, tau_s, delta, ea, eb, ek, rt):
     """A spike emitted at t - delta reaches neurons po..po+S+1 at grid time t: their state at t becomes
@@ -329,30 +107,11 @@ def _deliver(I, V, W, base, po, S, uniform, tau_m, tau_s, delta, ea, eb, ek, rt)
 
 
 @njit(cache=True)
-def _sliver_crossing(v, i, th, tm, ts, smax):
-    """For a neuron pushed to V = v >= th at grid time t by spikes emitted up to smax before t: the
-    s in [0, smax] at which its trajectory (free evolution backward from (v, i)) crossed th."""
-    if v < th:
-        return 0.0
-    if np.exp(smax / tm) * v + i * _kap(-smax, tm, ts) >= th:
-        return smax
-    lo = 0.0
-    hi = smax
-    for _ in range(50):
-        mid = 0.5 * (lo + hi)
-        if np.exp(mid / tm) * v + i * _kap(-mid, tm, ts) >= th:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
-
-
-@njit(cache=True)
 def _arrivals(
     b, n, n_steps, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni, tau_m, tau_s,
     grazing_eps, w_a, w_b, edecay, V, I, ids, deltas, tidx, n_prev, mark, integral,
     tape_step, tape_id, tape_d, tape_delta, cap, ntape, graze, counts, fs_step, fs_time, dt,
-    want_max, vmax, tmax, mx_ref, mx_delta, mx_slope, ea, eb, ek, rt,
+    want_max, vmax, tmax, mx_ref, mx_delta, mx_slope, ea, eb, ek, rt, ada, A, tau_a, binc, tape_aux,
 ):
     """The spikes detected at grid time t_n (emitted at t_n - delta) reach their targets, each with
     its exact sub-step effect.
@@ -417,17 +176,26 @@ def _arrivals(
             if spiking[l] == 0:
                 continue
             th = thr[l]
+            ad = ada[l]
             j_end = noff[l] + sizes[l]
             for blk in range(noff[l], j_end, 32):
                 blk_end = min(blk + 32, j_end)
-                if _count_above(V[blk:blk_end], th) == 0:
+                if ad == 0 and _count_above(V[blk:blk_end], th) == 0:
                     continue
                 for j in range(blk, blk_end):
-                    if not (V[j] >= th and mark[j] != n and n_list < ids.shape[0]):
+                    if not ((V[j] - A[j] if ad else V[j]) >= th and mark[j] != n and n_list < ids.shape[0]):
                         continue
-                    sj = _sliver_crossing(V[j], I[j], th, tau_m[j], tau_s[j], smax)
-                    ic = I[j] * np.exp(sj / tau_s[j])
-                    d = ic - th
+                    ac = 0.0
+                    if ad:  # adaptive threshold theta + A (eventprop.neurons.alif)
+                        sj = _alif.sliver_crossing(V[j], I[j], A[j], th, tau_m[j], tau_s[j], tau_a[j], smax)
+                        ic = I[j] * np.exp(sj / tau_s[j])
+                        ac = A[j] * np.exp(sj / tau_a[j])
+                        d = _alif.slope_at_spike(ic, ac, th, tau_m[j], tau_a[j])
+                        A[j] += binc[j] * np.exp(-sj / tau_a[j])
+                    else:
+                        sj = _sliver_crossing(V[j], I[j], th, tau_m[j], tau_s[j], smax)
+                        ic = I[j] * np.exp(sj / tau_s[j])
+                        d = ic - th
                     if not d >= grazing_eps:
                         d = grazing_eps
                         graze += 1
@@ -436,6 +204,8 @@ def _arrivals(
                         tape_id[b, ntape] = j
                         tape_d[b, ntape] = d
                         tape_delta[b, ntape] = sj
+                        if ad:
+                            tape_aux[b, ntape] = ac
                     ntape += 1
                     mark[j] = n
                     ids[n_list] = j
@@ -473,6 +243,8 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
     prev_tidx, cur_tidx = scr.prev_tidx, scr.cur_tidx
     c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive = scr.c_j, scr.c_u, scr.c_v, scr.c_i, scr.c_ul, scr.c_corr, scr.c_alive
     ea, eb, ek, rt = scr.ea, scr.eb, scr.ek, scr.rt
+    ada, tau_a, aa, binc, A, c_a, tape_aux = net.ada, net.tau_a, net.aa, net.binc, scr.A, scr.c_a, tape.aux
+    any_ada = ada.sum() > 0
     n_layers = sizes.shape[0]
     L = n_layers - 1
     NT = V.shape[0]
@@ -481,6 +253,7 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
     for j in range(NT):
         V[j] = 0.0
         I[j] = 0.0
+        A[j] = 0.0
         counts[j] = 0
         mark[j] = -1
     for k in range(no):
@@ -506,7 +279,7 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                 b, n, n_steps, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni, tau_m, tau_s,
                 grazing_eps, w_a, w_b, edecay, V, I, prev_ids, prev_delta, prev_tidx, n_prev, mark, integral,
                 tape_step, tape_id, tape_d, tape_delta, cap, ntape, graze, counts, fs_step, fs_time, dt,
-                want_max, vmax, tmax, mx_ref, mx_delta, mx_slope, ea, eb, ek, rt)
+                want_max, vmax, tmax, mx_ref, mx_delta, mx_slope, ea, eb, ek, rt, ada, A, tau_a, binc, tape_aux)
         if n < n_steps:
             I0 = I[0:S0]
             for q in range(in_ptr[b, n], in_ptr[b, n + 1]):
@@ -540,6 +313,9 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
             V[j] = alpha[j] * V[j] + cfw[j] * I[j]
         for j in range(NT):
             I[j] = beta[j] * I[j]
+        if any_ada:
+            for j in range(NT):
+                A[j] = aa[j] * A[j]
         # ---- threshold crossings during the step, detected at t_{n+1}: first every neuron whose
         #      free trajectory crosses (candidates), then in time order, so that a spike's current
         #      jump can move, or cancel, the crossings of its targets later in the same step
@@ -549,6 +325,29 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                 continue
             th = thr[l]
             j_end = noff[l] + sizes[l]
+            if ada[l]:  # adaptive threshold theta + A: the same tests on V - A (eventprop.neurons.alif)
+                for j in range(noff[l], j_end):
+                    a1 = A[j]
+                    thj = th + a1
+                    if V[j] < thj:  # below at the end: needs a maximum inside (falling now) near enough
+                        if not (I[j] - V[j]) / tau_m[j] + a1 / tau_a[j] < 0.0 or V[j] + qm[j] * (V[j] - I[j]) < thj:
+                            continue
+                    i_old = I[j] / beta[j]
+                    v_old = (V[j] - cfw[j] * i_old) / alpha[j]
+                    a_old = a1 / aa[j]
+                    u = _alif.first_crossing(v_old, i_old, a_old, th, tau_m[j], tau_s[j], tau_a[j], dt)
+                    if u < 0.0:
+                        continue
+                    c_j[K] = j
+                    c_u[K] = u
+                    c_v[K] = v_old
+                    c_i[K] = i_old
+                    c_a[K] = a_old
+                    c_ul[K] = 0.0
+                    c_corr[K] = 0.0
+                    c_alive[K] = 1
+                    K += 1
+                continue
             for blk in range(noff[l], j_end, 32):
                 blk_end = min(blk + 32, j_end)
                 if _count_near(V[blk:blk_end], I[blk:blk_end], th, qm[blk:blk_end]) == 0:
@@ -612,7 +411,13 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
             delta = dt - u  # t_{n+1} - t_c
             ic = c_i[best] * np.exp(-(u - c_ul[best]) / tau_s[j])  # I(t_c)
             kap_d = _kap_e(delta, tau_m[j], tau_s[j], np.exp(-delta / tau_m[j]), np.exp(-delta / tau_s[j]))
-            d = ic - th
+            ac = 0.0
+            if ada[l]:
+                ac = c_a[best] * np.exp(-u / tau_a[j])  # A(t_c^-)
+                d = _alif.slope_at_spike(ic, ac, th, tau_m[j], tau_a[j])
+                A[j] += binc[j] * np.exp(-delta / tau_a[j])  # A jumps by beta at t_c
+            else:
+                d = ic - th
             if not d >= grazing_eps:
                 d = grazing_eps
                 graze += 1
@@ -621,6 +426,8 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                 tape_id[b, ntape] = j
                 tape_d[b, ntape] = d
                 tape_delta[b, ntape] = delta
+                if ada[l]:
+                    tape_aux[b, ntape] = ac
             ntape += 1
             mark[j] = n + 1
             cur_ids[n_cur] = j
@@ -680,6 +487,15 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                 c_i[c] = c_i[c] * f_es + w
                 c_ul[c] = u
                 c_corr[c] += w * f_kd
+                if ada[lc]:  # solved exactly again, from A at u (only its own spikes move A)
+                    uu = _alif.first_crossing(c_v[c], c_i[c], c_a[c] * np.exp(-u / tau_a[jc]), thr[lc], tmc, tsc,
+                                              tau_a[jc], span)
+                    if uu < 0.0:
+                        c_alive[c] = 0
+                    else:
+                        c_u[c] = u + uu
+                        c_alive[c] = 1
+                    continue
                 # whether it still crosses in this step is decided now, as before (a candidate
                 # that cannot cross any more is dropped for good); when it does cross before the
                 # step ends, its time is not solved for: a lower bound stands in for it until it
@@ -752,8 +568,10 @@ def _forward_chunk(c, n_chunks, net, inp, ro, tape, out, n_steps, dt, grazing_ep
     eb = np.empty(NT, dtype=np.float64)
     ek = np.empty(NT, dtype=np.float64)
     rt = _rates(tau_m, net.tau_s)
+    A = np.empty(NT, dtype=W.dtype)  # adaptation of alif neurons (0 elsewhere)
+    c_a = np.empty(NT, dtype=np.float64)  # a candidate's A at the step start
     scr = _FwdScratch(V, I, qm, mark, prev_ids, cur_ids, prev_delta, cur_delta, prev_tidx, cur_tidx,
-                      c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive, ea, eb, ek, rt)
+                      c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive, ea, eb, ek, rt, A, c_a)
     b0 = (c * B) // n_chunks
     b1 = ((c + 1) * B) // n_chunks
     for b in range(b0, b1):
@@ -820,7 +638,7 @@ def _apply_jump(lamV, lamI, nid, jv, ji):
 
 @njit(cache=True)
 def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, lamV, lamI, order, gtmp, dW,
-                     rec_b, rec_lamV, rec_lamI, tg, nu, dtau, ea, eb, ek, rt, want_delay, dd, gd):
+                     rec_b, rec_lamV, rec_lamI, tg, nu, dtau, ea, eb, ek, rt, want_delay, dd, gd, lamA):
     """Backward pass of sample b (accumulated into dW). Returns how often |lambda| was bounded.
 
     With ``tg.want`` it also accumulates dL/dtau_m, dL/dtau_s of every hidden neuron into dtau
@@ -843,9 +661,12 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
     oo = noff[L]
     no = sizes[L]
     S0 = sizes[0]
+    ada, tau_a, aa, binc, tape_aux = net.ada, net.tau_a, net.aa, net.binc, tape.aux
+    any_ada = ada.sum() > 0
     for j in range(NT):
         lamV[j] = 0.0
         lamI[j] = 0.0
+        lamA[j] = 0.0  # adjoint of an alif neuron's adaptation (eventprop.neurons.alif)
     want_tau = tg.want
     nuVm, nuIm, nuVs, nuIs = nu[0], nu[1], nu[2], nu[3]
     n_hid = noff[L]  # hidden neurons carry nu (and the output neurons when their tau are learned)
@@ -979,7 +800,13 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
                         extra += g_max[b, k] * mx_slope[b, k] / tau_m[oo + k]
             a_i = np.exp(-delta / tau_m[nid])
             b_i = np.exp(-delta / tau_s[nid])
-            jv = (thr[l] * a_i * lamV[nid] + fb + extra) / tape_d[b, e]
+            if ada[l]:  # adaptive threshold: lambda_A takes part in the jump and jumps too
+                g_i = np.exp(-delta / tau_a[nid])
+                jv, ja = _alif.adjoint_jump(a_i * lamV[nid], g_i * lamA[nid], tape_aux[b, e], tape_d[b, e],
+                                            fb + extra, thr[l], tau_m[nid], tau_a[nid], binc[nid])
+                lamA[nid] = min(max(lamA[nid] + ja / g_i, -LAMBDA_MAX), LAMBDA_MAX)  # expressed at t_m
+            else:
+                jv = (thr[l] * a_i * lamV[nid] + fb + extra) / tape_d[b, e]
             if l < L:
                 jv -= reg[b, nid] / (thr[l] * tau_m[nid])
             k_i = _kap_e(delta, tau_m[nid], tau_s[nid], a_i, b_i)
@@ -1040,6 +867,9 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
                 lamI[j] = beta[j] * lamI[j] + cbw[j] * lamV[j]
             for j in range(NT):
                 lamV[j] = alpha[j] * lamV[j]
+            if any_ada:
+                for j in range(NT):
+                    lamA[j] = aa[j] * lamA[j]
             if spiking[L] == 0:
                 wa = w_a[b, m - 1]
                 wb = w_b[b, m - 1]
@@ -1095,6 +925,7 @@ def _backward_chunk(c, n_chunks, net, inp, ro, tape, fo, gr, n_steps, inv_T, use
         dtau[j, 1] = 0.0
     lamV = np.empty(NT, dtype=W.dtype)
     lamI = np.empty(NT, dtype=W.dtype)
+    lamA = np.empty(NT, dtype=W.dtype)
     order = np.empty(NT, dtype=np.int64)
     gtmp = np.empty(NT, dtype=W.dtype)
     dW = dWc[c]
@@ -1106,7 +937,7 @@ def _backward_chunk(c, n_chunks, net, inp, ro, tape, fo, gr, n_steps, inv_T, use
     for b in range(b0, b1):
         hits[c] += _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, lamV, lamI, order,
                                     gtmp, dW, rec_b, rec_lamV, rec_lamI, tg, nu, dtau, ea, eb, ek, rt, want_delay,
-                                    dd, gd)
+                                    dd, gd, lamA)
 
 
 @njit(cache=True, parallel=True)

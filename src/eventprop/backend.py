@@ -15,8 +15,9 @@ them as they are):
 ``ReadoutWeights``  the integral readout's in-step weight (w_a, w_b, edecay) and its exact
                     quadrature coefficients (rcoef with the weight's rate, tcoef without).
 ``Tape``            what the forward pass records per spike: grid step of arrival, neuron, d
-                    (tau_m dV/dt just before the spike, floored), delta (arrival - emission time),
-                    and ``n``, the spikes per sample (counted even past the tape's capacity).
+                    (tau_m dV/dt just before the spike, floored; tau_m d(V - A)/dt for alif), delta
+                    (arrival - emission time), ``n``, the spikes per sample (counted even past the
+                    tape's capacity), and ``aux`` (alif: the adaptation at each spike).
 ``ForwardOutputs``  readouts and statistics: integral, vmax (with its step, kink reference,
                     delta and slope), trace, first-spike time and step, spike counts, grazing.
 ``ReadoutGradArrays`` dL/dreadout: integral, vmax, trace, first_spike, and dL_reg/dn per neuron.
@@ -65,6 +66,10 @@ class NetArrays(NamedTuple):
     cbw: np.ndarray  # per neuron: the adjoint's lambda_V -> lambda_I coupling over dt
     tau_s: np.ndarray
     tau_m: np.ndarray
+    ada: np.ndarray  # per layer: 1 for an adaptive (alif) layer (eventprop.neurons.alif)
+    tau_a: np.ndarray  # per neuron adaptation time constant (1 where not adaptive)
+    aa: np.ndarray  # per neuron e^{-dt/tau_a} (1 where not adaptive)
+    binc: np.ndarray  # per neuron threshold increment per spike (0 where not adaptive)
 
 
 class InputSpikes(NamedTuple):
@@ -86,6 +91,7 @@ class Tape(NamedTuple):
     d: np.ndarray  # (B, cap): tau_m dV/dt just before the spike (floored at grazing_eps)
     delta: np.ndarray  # (B, cap): arrival time - emission time (ms)
     n: np.ndarray  # int64 (B,): spikes per sample
+    aux: np.ndarray  # (B, cap): the adaptation A just before each spike of an alif neuron; (1, 1) without alif
 
 
 class ForwardOutputs(NamedTuple):
@@ -140,10 +146,11 @@ class Backend(Protocol):
                             np.ndarray | None]: ...
 
 
-def allocate_forward(B: int, C: int, NT: int, n_steps: int, cap: int, dtype, want_trace: bool):
-    """Zeroed host arrays of a forward pass (a backend may allocate its own)."""
+def allocate_forward(B: int, C: int, NT: int, n_steps: int, cap: int, dtype, want_trace: bool, aux: bool = False):
+    """Zeroed host arrays of a forward pass (a backend may allocate its own); ``aux``: the
+    network has adaptive neurons (the tape keeps their adaptation per spike)."""
     tape = Tape(np.zeros((B, cap), np.int32), np.zeros((B, cap), np.int32), np.zeros((B, cap), dtype),
-                np.zeros((B, cap), dtype), np.zeros(B, np.int64))
+                np.zeros((B, cap), dtype), np.zeros(B, np.int64), np.zeros((B, cap) if aux else (1, 1), dtype))
     fo = ForwardOutputs(
         np.zeros((B, C), dtype), np.zeros((B, C), dtype), np.zeros((B, C), np.int64), np.zeros((B, C), np.int64),
         np.zeros((B, C), dtype), np.zeros((B, C), dtype),
@@ -153,14 +160,14 @@ def allocate_forward(B: int, C: int, NT: int, n_steps: int, cap: int, dtype, wan
     return tape, fo
 
 
-def sized_tape_run(owner, B: int, C: int, NT: int, n_steps: int, dtype, want_trace: bool, run):
+def sized_tape_run(owner, B: int, C: int, NT: int, n_steps: int, dtype, want_trace: bool, run, aux: bool = False):
     """``run(tape, fo) -> (tape, fo)`` on freshly allocated host arrays with the tape capacity
     ``owner._cap[0]``; when a sample had more spikes than that (the kernels count every spike
     and keep simulating), once more with exactly enough room, so no spike is ever dropped and
     there is no regrowth loop. ``owner._cap`` remembers the largest tape seen."""
     cap = owner._cap[0]
     for _attempt in range(2):
-        tape, fo = run(*allocate_forward(B, C, NT, n_steps, cap, dtype, want_trace))
+        tape, fo = run(*allocate_forward(B, C, NT, n_steps, cap, dtype, want_trace, aux))
         if B == 0 or tape.n.max() <= cap:
             break
         cap = int(tape.n.max())
@@ -189,7 +196,8 @@ class CPUBackend:
                                    bool(want_max), min(N_CHUNKS, max(B, 1)))
             return tape, fo
 
-        return sized_tape_run(self, B, int(net.sizes[-1]), int(net.sizes.sum()), n_steps, dtype, want_trace, run)
+        return sized_tape_run(self, B, int(net.sizes[-1]), int(net.sizes.sum()), n_steps, dtype, want_trace, run,
+                              bool(net.ada.any()))
 
     def backward(self, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, record, tau=None, delays=0):
         from . import _kernels

@@ -89,6 +89,10 @@ class ModelConfig(_Strict):
     learn_delays: bool = Field(False, description="learn a delay per network input (ms, exact gradient of the "
                                "arrival times; arrivals rounded to the grid), initialised uniform in [0, max_delay_ms]")
     max_delay_ms: float = Field(100.0, ge=0, description="upper bound of learned input delays")
+    neuron: Literal["lif", "alif"] = Field("lif", description="hidden neuron model: lif, or alif (adaptive threshold "
+                                           "theta + A; A += adapt at each spike, decays with tau_adapt)")
+    tau_adapt: float = Field(100.0, gt=0, description="alif: adaptation time constant (ms)")
+    adapt: float = Field(0.1, ge=0, description="alif: threshold increment per spike (the authors' B_INCR)")
     het_tau: bool = Field(False, description="hetLIF: per-neuron hidden tau_mem and tau_syn drawn from Gamma(3, tau/3), "
                           "clipped to [3 ms, 3 tau_mem] and [1 ms, 3 tau_syn], seeded by train.seed")
     backend: Literal["auto", "cpu", "cuda"] = Field("cpu", description="where the engine runs: cpu (numba kernels), "
@@ -108,6 +112,8 @@ class ModelConfig(_Strict):
             raise ValueError(f"recurrent: a list must have one entry per hidden layer ({len(self.hidden)})")
         if isinstance(self.learn_tau, list) and len(self.learn_tau) != len(self.hidden):
             raise ValueError(f"learn_tau: a list must have one entry per hidden layer ({len(self.hidden)})")
+        if self.neuron == "alif" and any(self.learn_tau_list()):
+            raise ValueError("learn_tau is not supported with neuron: alif yet (learned time constants are LIF only)")
         return self
 
     def learn_tau_list(self) -> list[bool]:

@@ -106,6 +106,10 @@ class Layout:
     cbw: np.ndarray
     tau_s: np.ndarray
     tau_m: np.ndarray
+    ada: np.ndarray  # per layer: 1 for an adaptive (alif) hidden layer
+    tau_a: np.ndarray  # per neuron (1 where not adaptive)
+    aa: np.ndarray  # per neuron e^{-dt/tau_a}
+    binc: np.ndarray  # per neuron threshold increment per spike (0 where not adaptive)
     names: list[str]
     shapes: list[tuple[int, int]]
     offsets: list[int]
@@ -133,7 +137,8 @@ def _spec_key(spec: NetworkSpec) -> tuple:
         a = np.asarray(x, dtype=np.float64)
         return a.tobytes() if a.ndim else float(a)
 
-    layers = [(h.size, val(h.tau_mem), val(h.tau_syn), h.threshold, h.recurrent) for h in spec.hidden]
+    layers = [(h.size, val(h.tau_mem), val(h.tau_syn), h.threshold, h.recurrent, h.neuron, float(h.tau_adapt),
+               float(h.adapt)) for h in spec.hidden]
     o = spec.output
     return (spec.n_in, tuple(layers), (o.size, o.kind, val(o.tau_mem), val(o.tau_syn), o.threshold), spec.dt,
             spec.grazing_eps)
@@ -167,10 +172,14 @@ def _make_layout(spec: NetworkSpec, dtype) -> Layout:
     thr = np.array([ly.threshold for ly in layers], dtype=dtype)
     uni = np.array([int(np.all(tm[o : o + n] == tm[o]) and np.all(ts[o : o + n] == ts[o]))
                     for o, n in zip(noff, sizes)], dtype=np.int64)
+    ada = np.array([int(getattr(ly, "neuron", "lif") == "alif") for ly in layers], dtype=np.int64)
+    tau_a = np.concatenate([np.full(ly.size, float(ly.tau_adapt) if a else 1.0) for ly, a in zip(layers, ada)])
+    binc = np.concatenate([np.full(ly.size, float(ly.adapt) if a else 0.0) for ly, a in zip(layers, ada)])
+    aa = np.exp(-dt / tau_a) * np.repeat(ada, sizes) + (1 - np.repeat(ada, sizes))  # 1 where not adaptive
     f = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
     return Layout(
         sizes, noff, ff_off, rec_off, spiking, thr, uni, f(alpha), f(beta), f(cfw), f(cbw), f(ts), f(tm),
-        names, [shapes[k] for k in names], offsets, off,
+        ada, f(tau_a), f(aa), f(binc), names, [shapes[k] for k in names], offsets, off,
     )
 
 
@@ -385,7 +394,7 @@ def readout_coef_derivs(tau_m, tau_s, dt, rate=0.0) -> np.ndarray:
     u = 0.5 * dt * (_GL_X + 1.0)[:, None]
     wq = (0.5 * dt * _GL_W)[:, None] * np.exp(-rate * u)
     lin = u / dt
-    from ._kernels import _dprop
+    from .neurons.lif import _dprop
 
     d = np.array([[_dprop(float(x), float(a), float(b)) for a, b in zip(tm[0], ts[0])] for x in u[:, 0]])
     dem, dkm, dks = d[..., 0], d[..., 1], d[..., 2]  # (nodes, C) each
@@ -398,7 +407,7 @@ def readout_coef_derivs(tau_m, tau_s, dt, rate=0.0) -> np.ndarray:
 def tau_step_derivatives(lay: Layout, dt: float) -> tuple:
     """Per neuron, the derivatives of the one-step propagator [[e_m, kappa], [0, e_s]] with
     respect to tau_m and tau_s: (de_m/dtau_m, dkappa/dtau_m, dkappa/dtau_s, de_s/dtau_s)."""
-    from ._kernels import _dprop
+    from .neurons.lif import _dprop
 
     d = np.array([_dprop(dt, float(tm), float(ts)) for tm, ts in zip(lay.tau_m, lay.tau_s)], dtype=np.float64)
     d = d.reshape(-1, 4)
@@ -407,7 +416,7 @@ def tau_step_derivatives(lay: Layout, dt: float) -> tuple:
 
 def _net_arrays(lay: Layout, W: np.ndarray) -> NetArrays:
     return NetArrays(W, lay.sizes, lay.noff, lay.ff_off, lay.rec_off, lay.spiking, lay.thr, lay.uni, lay.alpha,
-                     lay.beta, lay.cfw, lay.cbw, lay.tau_s, lay.tau_m)
+                     lay.beta, lay.cfw, lay.cbw, lay.tau_s, lay.tau_m, lay.ada, lay.tau_a, lay.aa, lay.binc)
 
 
 def backward(fw: Forward, g: ReadoutGrads, record: int | None = None, taus: bool = False, out_taus: bool = False,
@@ -456,6 +465,8 @@ def backward(fw: Forward, g: ReadoutGrads, record: int | None = None, taus: bool
     if out_taus and g.vmax is not None and np.any(np.asarray(g.vmax) != 0):
         raise UserError("learning the output time constants is not supported with the max readout")
     tau = None
+    if taus and lay.ada.any():
+        raise UserError("learned time constants are not supported with adaptive (alif) neurons yet")
     if taus:
         oo = int(lay.noff[-1])
         rate = fw.weight[2]

@@ -21,6 +21,8 @@ drive as in the full network), a few real samples, the same T, dt, time constant
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -273,8 +275,8 @@ def reduce_problem(spec: NetworkSpec, params: dict, samples: list, T: float, los
         a = np.asarray(x)
         return a if a.ndim == 0 else a[idx]
 
-    hidden = [LayerSpec(len(k), tau_mem=per(h.tau_mem, k), tau_syn=per(h.tau_syn, k), threshold=h.threshold,
-                        recurrent=h.recurrent) for h, k in zip(spec.hidden, keep_h)]
+    hidden = [dataclasses.replace(h, size=len(k), tau_mem=per(h.tau_mem, k), tau_syn=per(h.tau_syn, k))
+              for h, k in zip(spec.hidden, keep_h)]
     o = spec.output
     output = OutputSpec(o.size, kind=o.kind, tau_mem=o.tau_mem, tau_syn=o.tau_syn, threshold=o.threshold)
     new = NetworkSpec(len(keep_in), hidden, output, dt=spec.dt, grazing_eps=spec.grazing_eps)

@@ -18,11 +18,17 @@ postsynaptic neuron.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .errors import ConfigError
+from .neurons import MODELS
+
+
+#: the hidden neuron models (docs/method.md, "Neuron models"); the output is LIF or a leaky integrator
+NEURON_MODELS = tuple(MODELS)
 
 
 @dataclass
@@ -32,6 +38,9 @@ class LayerSpec:
     tau_syn: float | np.ndarray = 5.0
     threshold: float = 1.0
     recurrent: bool = False
+    neuron: str = "lif"  # "lif" or "alif" (adaptive threshold theta + A: A jumps by adapt at a spike, decays with tau_adapt)
+    tau_adapt: float = 100.0  # ms (alif)
+    adapt: float = 0.1  # threshold increment per spike (alif)
 
 
 @dataclass
@@ -61,6 +70,11 @@ class NetworkSpec:
                 raise ConfigError(f"model.hidden[{i}]: size must be >= 1, got {h.size}")
             if not h.threshold > 0:
                 raise ConfigError(f"model.hidden[{i}]: threshold must be > 0, got {h.threshold}")
+            if h.neuron not in NEURON_MODELS:
+                raise ConfigError(f"model.hidden[{i}]: neuron must be one of {', '.join(NEURON_MODELS)}, got {h.neuron!r}")
+            if h.neuron == "alif" and not (float(h.tau_adapt) > 0 and float(h.adapt) >= 0):
+                raise ConfigError(f"model.hidden[{i}]: alif needs tau_adapt > 0 ms and adapt >= 0, got "
+                                  f"{h.tau_adapt} and {h.adapt}")
         if self.output.kind not in ("li", "lif"):
             raise ConfigError(f"model.output: kind must be 'li' or 'lif', got {self.output.kind!r}")
         if not self.dt > 0:
@@ -153,8 +167,8 @@ def with_param_taus(spec: NetworkSpec, params: dict[str, np.ndarray]) -> Network
     for i, h in enumerate(spec.hidden):
         tm = params.get(f"tau_mem{i}")
         ts = params.get(f"tau_syn{i}")
-        hidden.append(LayerSpec(h.size, h.tau_mem if tm is None else np.asarray(tm, np.float64).copy(),
-                                h.tau_syn if ts is None else np.asarray(ts, np.float64).copy(), h.threshold, h.recurrent))
+        hidden.append(dataclasses.replace(h, tau_mem=h.tau_mem if tm is None else np.asarray(tm, np.float64).copy(),
+                                          tau_syn=h.tau_syn if ts is None else np.asarray(ts, np.float64).copy()))
     o = spec.output
     L = len(spec.hidden)
     tm, ts = params.get(f"tau_mem{L}"), params.get(f"tau_syn{L}")

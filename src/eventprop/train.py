@@ -69,7 +69,7 @@ def build_spec(cfg: RunConfig, n_in: int, n_classes: int) -> NetworkSpec:
     loss = get_loss(cfg.loss.name)
     rec = m.recurrent_list()
     hidden = [LayerSpec(h, *het_taus(m.tau_mem, m.tau_syn, h, cfg.train.seed, l) if m.het_tau else (m.tau_mem, m.tau_syn),
-                        m.threshold, r) for l, (h, r) in enumerate(zip(m.hidden, rec))]
+                        m.threshold, r, m.neuron, m.tau_adapt, m.adapt) for l, (h, r) in enumerate(zip(m.hidden, rec))]
     out = OutputSpec(n_classes, loss.output_kind, m.out_tau_mem, m.out_tau_syn, m.threshold)
     return NetworkSpec(n_in=n_in, hidden=hidden, output=out, dt=m.dt_ms, grazing_eps=m.grazing_eps)
 
