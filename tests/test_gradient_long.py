@@ -42,11 +42,14 @@ ARCH = {  # name -> (config architecture, extra overrides, T in ms, hidden neuro
     "ffwd": ("ffwd", ["data.trial_ms=1000"], 1000.0, 30),
     "two_hidden": ("ffwd", ["data.trial_ms=1000", "model.hidden=[256,128]",
                             "model.init.hidden_mean=0.01", "model.init.hidden_sd=0.02"], 1000.0, 20),
+    # adaptive LIF hidden layer (threshold theta + A, A += 0.3 per spike, tau_adapt 100 ms)
+    "alif_recurrent": ("recurrent", ["model.neuron=alif", "model.adapt=0.3"], 1400.0, 30),
 }
 ALL = ("xentropy", "sum", "sum_exp", "sum_linear", "sum_sigmoid", "sum_input", "max", "first_spike",
        "first_spike_inv")
 CASES = ([("recurrent", loss) for loss in ALL]
-         + [(arch, loss) for arch in ("ffwd", "two_hidden") for loss in ("sum_exp", "xentropy", "max", "first_spike")])
+         + [(arch, loss) for arch in ("ffwd", "two_hidden") for loss in ("sum_exp", "xentropy", "max", "first_spike")]
+         + [("alif_recurrent", loss) for loss in ("sum_exp", "xentropy", "max", "first_spike")])
 
 
 @functools.lru_cache(maxsize=None)

@@ -28,6 +28,29 @@ V at most one interior extremum. Hence, with V(0) < theta on an interval [0, S]:
 * V(S) < theta: a crossing exists iff V has an interior maximum s* (dV/ds > 0 at 0, < 0 at S)
   with V(s*) >= theta, and then the crossing is the unique root in [0, s*].
 
+Adaptive LIF ("alif", hidden layers only): a third state A (all states zero at t = 0) with
+
+    tau_a dA/dt = -A,    A(s) = A0 e^{-s/tau_a},
+
+an adaptive threshold (the neuron spikes when V - A reaches theta, i.e. V = theta + A), and at its
+spike V -> 0, A -> A + beta (I unchanged; the targets' currents jump as for a LIF spike). beta = 0
+is the LIF neuron; LIF layers never take the alif code path. Here g(s) = V(s) - A(s) - theta and
+
+    p(s) = e^{s/tau_m} dg/ds = c0 + c1 e^{-r1 s} + c2 e^{-r2 s},   r1 = 1/tau_s - 1/tau_m,
+                                                                    r2 = 1/tau_a - 1/tau_m,
+    dp/ds = -I0/(tau_m tau_s) e^{-r1 s} - r2 (A0/tau_a) e^{-r2 s}
+
+(the second line holds for tau_m == tau_s too). dp/ds has at most one zero s_c, in closed form
+(none if tau_a == tau_s or tau_a == tau_m: then it has one sign), so dg/ds has at most one zero on
+each of [0, s_c] and [s_c, S] (found by brentq on a sign change, evaluated directly, without the
+e^{s/tau_m} factor), g at most two interior extrema, and g is monotone between consecutive ones:
+the first crossing is the root in the first of these pieces whose right end has g >= 0. (Since
+g -> -theta < 0 for s -> inf, g even has at most one up-crossing on [0, inf).) No fallback is
+needed for equal time constants, and nearly equal ones only make s_c inaccurate where dp/ds is
+~0 anyway. With A0 = 0 (no spike yet, or beta = 0) the LIF routine is used, so beta = 0 gives
+the LIF layer's results bit for bit. The cheap LIF pre-filter compares its bound of V with
+theta + A0 e^{-S/tau_a} <= theta + A(s) on [0, S], so it never skips a crossing.
+
 Roots are found with scipy.optimize.brentq to ~1e-15 ms. Events are processed in time order;
 exactly simultaneous events (measure zero) are not treated specially.
 
@@ -116,6 +139,68 @@ def crossing_time(V0, I0, tm, ts, theta, S):
     return brentq(f, 0.0, s_star, xtol=_XTOL, rtol=_RTOL, maxiter=500)
 
 
+# ---------------------------------------------------------------------- alif neurons
+def _g_alif(s, V0, I0, A0, tm, ts, ta, theta):
+    """Scalar g(s) = V(s) - A(s) - theta of an alif neuron (>= 0: at or above its threshold)."""
+    return _v(s, V0, I0, tm, ts) - A0 * math.exp(-s / ta) - theta
+
+
+def _dg_alif(s, V0, I0, A0, tm, ts, ta, theta):
+    """Scalar dg/ds = dV/ds + A(s)/tau_a (theta unused: the signature of _g_alif, for brentq)."""
+    return _dv(s, V0, I0, tm, ts) + A0 / ta * math.exp(-s / ta)
+
+
+def alif_split(I0, A0, tm, ts, ta, S):
+    """The zero s_c in (0, S) of dp/ds, p(s) = e^{s/tm} dg/ds (None if there is none there).
+
+    dp/ds = -k1 e^{-r1 s} - k2 e^{-r2 s} with k1 = I0/(tm ts), k2 = r2 A0/ta (module docstring),
+    so -k2/k1 = e^{(r2 - r1) s_c}, r2 - r1 = 1/ta - 1/ts. No zero when k1 or k2 vanishes
+    (I0 = 0, A0 = 0, ta == tm) or ta == ts: dp/ds then keeps one sign on all of [0, S].
+    """
+    k1 = I0 / (tm * ts)
+    k2 = (1.0 / ta - 1.0 / tm) * A0 / ta
+    d = 1.0 / ta - 1.0 / ts
+    if k1 == 0.0 or k2 == 0.0 or d == 0.0:
+        return None
+    x = -k2 / k1
+    if not x > 0.0:
+        return None
+    s_c = math.log(x) / d
+    return s_c if 0.0 < s_c < S else None
+
+
+def alif_crossing_time(V0, I0, A0, tm, ts, ta, theta, S):
+    """First s in [0, S] with V(s) - A(s) = theta for an alif neuron (None if it stays below).
+
+    p = e^{s/tm} dg/ds is monotone on [0, s_c] and on [s_c, S] (alif_split), so dg/ds has at most
+    one sign change on each: those are the extrema of g. g is monotone between consecutive knots
+    (0, s_c, the extrema, S); with g < 0 at the left end of the first piece, the first piece whose
+    right end has g >= 0 holds exactly one root, the first crossing. (Knots that are no extremum,
+    such as s_c itself, only split a monotone piece in two and do no harm.)
+    A0 == 0 (before the neuron's first spike, or beta = 0) is the LIF case: crossing_time, so that
+    an alif layer with beta = 0 gives bit for bit the spikes of the LIF layer.
+    """
+    if A0 == 0.0:
+        return crossing_time(V0, I0, tm, ts, theta, S)
+    args = (V0, I0, A0, tm, ts, ta, theta)
+    if _g_alif(0.0, *args) >= 0.0:
+        return 0.0
+    s_c = alif_split(I0, A0, tm, ts, ta, S)
+    knots = [0.0, S] if s_c is None else [0.0, s_c, S]
+    extrema = []
+    for a, b in zip(knots[:-1], knots[1:]):
+        da, db = _dg_alif(a, *args), _dg_alif(b, *args)
+        if (da > 0.0 and db < 0.0) or (da < 0.0 and db > 0.0):
+            extrema.append(brentq(_dg_alif, a, b, args=args, xtol=_XTOL, rtol=_RTOL, maxiter=500))
+    edges = sorted(knots + extrema)
+    for a, b in zip(edges[:-1], edges[1:]):
+        if b <= a:
+            continue
+        if _g_alif(b, *args) >= 0.0:  # g(a) < 0: the previous piece ended below threshold
+            return brentq(_g_alif, a, b, args=args, xtol=_XTOL, rtol=_RTOL, maxiter=500)
+    return None
+
+
 def _per_neuron(x, n):
     a = np.asarray(x, dtype=np.float64)
     return np.full(n, float(a)) if a.ndim == 0 else a.astype(np.float64).copy()
@@ -133,7 +218,9 @@ class SimResult:
     first_spike: np.ndarray  # (C,) first spike time of a spiking output neuron, inf if none
     spikes: list  # per layer (hidden..., output): list of (time, neuron) in time order
     counts: list  # per layer: (size,) spike counts
-    min_slope: float  # min over all spikes of tau_m dV/dt at the crossing (= I - theta)
+    # min over all spikes of tau_m d(V - A)/dt at the crossing: I - theta for LIF neurons,
+    # I - theta - A + A tau_m/tau_a for alif ones (A = A just before the spike)
+    min_slope: float
     n_events: int = 0
     # what the maximum of V_k sits on: ("smooth",) an interior maximum (dV/dt = 0), ("end",) t = T,
     # ("start",) t = 0, ("input",) an input arrival, ("spike", layer, neuron, occurrence) the
@@ -155,6 +242,11 @@ class ExactNetwork:
         self.theta = [float(ly.threshold) for ly in layers]
         self.spiking = [True] * self.L + [spec.output.kind == "lif"]
         self.rec = [bool(getattr(h, "recurrent", False)) for h in spec.hidden] + [False]
+        # adaptive (alif) hidden layers: tau_a (ms, per neuron) and beta; the output is never alif
+        self.alif = [getattr(h, "neuron", "lif") == "alif" for h in spec.hidden] + [False]
+        self.ta = [_per_neuron(getattr(ly, "tau_adapt", 100.0), ly.size) if a else None
+                   for ly, a in zip(layers, self.alif)]
+        self.beta = [float(getattr(ly, "adapt", 0.1)) if a else 0.0 for ly, a in zip(layers, self.alif)]
         self.W = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
         expected = spec.param_shapes()
         assert set(expected) == set(self.W), (sorted(expected), sorted(self.W))
@@ -220,6 +312,7 @@ class ExactNetwork:
         C = self.sizes[L]
         V = [np.zeros(s) for s in self.sizes]
         I = [np.zeros(s) for s in self.sizes]
+        A = [np.zeros(s) if self.alif[l] else None for l, s in enumerate(self.sizes)]  # adaptation
         times = np.asarray(times, dtype=np.float64)
         units = np.asarray(units, dtype=np.int64)
         order = np.argsort(times, kind="stable")
@@ -245,8 +338,13 @@ class ExactNetwork:
                 for l in range(nL):
                     if not self.spiking[l]:
                         continue
-                    # only neurons that can reach threshold before the next input (a cheap bound)
-                    near = v_upper_bound(V[l], I[l], self.tm[l], S) >= self.theta[l]
+                    # only neurons that can reach threshold before the next input (a cheap bound;
+                    # for alif, A decreases between events: theta + A(s) >= theta + A(S) on [0, S])
+                    vb = v_upper_bound(V[l], I[l], self.tm[l], S)
+                    if self.alif[l]:
+                        near = vb >= self.theta[l] + A[l] * np.exp(-S / self.ta[l])
+                    else:
+                        near = vb >= self.theta[l]
                     if first_output_only and l == L:
                         near &= ~np.isfinite(first)
                     cand = np.nonzero(near)[0]
@@ -254,7 +352,11 @@ class ExactNetwork:
                         lim = S if best is None else best[0]
                         if lim <= 0.0:
                             continue
-                        s = crossing_time(V[l][i], I[l][i], self.tm[l][i], self.ts[l][i], self.theta[l], lim)
+                        if self.alif[l]:
+                            s = alif_crossing_time(V[l][i], I[l][i], A[l][i], self.tm[l][i], self.ts[l][i],
+                                                   self.ta[l][i], self.theta[l], lim)
+                        else:
+                            s = crossing_time(V[l][i], I[l][i], self.tm[l][i], self.ts[l][i], self.theta[l], lim)
                         if s is not None and (best is None or s < best[0]):
                             best = (s, l, i)
             step = S if best is None else best[0]
@@ -269,11 +371,18 @@ class ExactNetwork:
                     self._track_max(t, step, V[L], I[L], acc, end_event)
                 for l in range(nL):
                     V[l], I[l] = propagate(V[l], I[l], step, self.tm[l], self.ts[l])
+                    if self.alif[l]:
+                        A[l] = A[l] * np.exp(-step / self.ta[l])
             t = t + step
             n_events += 1
             if best is not None:
                 _, l, i = best
-                min_slope = min(min_slope, I[l][i] - self.theta[l])
+                if self.alif[l]:
+                    a_c = A[l][i]  # tau_m d(V - A)/dt = I - V + A tau_m/tau_a with V = theta + A
+                    min_slope = min(min_slope, I[l][i] - self.theta[l] - a_c + a_c * self.tm[l][i] / self.ta[l][i])
+                    A[l][i] += self.beta[l]
+                else:
+                    min_slope = min(min_slope, I[l][i] - self.theta[l])
                 V[l][i] = 0.0
                 spikes[l].append((t, i))
                 n_sp[l][i] += 1
