@@ -31,6 +31,17 @@ from numba import njit
 from .lif import _kap, _kap_e
 
 
+@njit(cache=True, inline="always")
+def count_near(V, I, A, th, qm):
+    """How many neurons of a block may have reached the adaptive threshold th + A during the step
+    (the LIF block test, eventprop.neurons.lif._count_near, on V - A)."""
+    c = 0
+    for j in range(V.shape[0]):
+        v = V[j]
+        c += v - A[j] + qm[j] * max(v - I[j], 0.0) >= th
+    return c
+
+
 @njit(cache=True)
 def g_and_slope(u, v, i, a, th, tm, ts, ta):
     """g(u) = V(u) - A(u) - theta on the free trajectory from (v, i, a) at u = 0 (u may be negative),
