@@ -28,21 +28,24 @@ def _random_batch(rng, B, N, n_in):
     return batch_from_arrays(lists, [0] * B, N, 1.0)
 
 
-NETS = {  # name -> (hidden layers (size, recurrent), output kind, input weight mean)
+NETS = {  # name -> (hidden layers (size, recurrent), output kind, input weight mean[, hidden neuron model])
     "ffwd": ([(4, False)], "li", 1.5),
     "recurrent": ([(6, True)], "li", 1.0),
     "two_hidden_lif_out": ([(5, True), (4, False)], "lif", 1.5),
+    "alif_recurrent": ([(6, True)], "li", 1.5, "alif"),
+    "alif_two_lif_out": ([(5, True), (4, False)], "lif", 2.0, "alif"),
 }
 
 
 def _case(name, seed=3):
-    layers, out, w_in = NETS[name]
+    layers, out, w_in, *model = NETS[name]
+    neuron = model[0] if model else "lif"
     rng = np.random.default_rng(seed)
     taus = [(rng.uniform(10, 30, h), rng.uniform(2, 8, h)) for h, _ in layers]
     n_in, B, N = 5, 3, 60
 
     def spec_of(taus):
-        hid = [LayerSpec(h, tm, ts, 1.0, r) for (h, r), (tm, ts) in zip(layers, taus)]
+        hid = [LayerSpec(h, tm, ts, 1.0, r, neuron, 50.0, 0.4) for (h, r), (tm, ts) in zip(layers, taus)]
         return NetworkSpec(n_in, hid, OutputSpec(2, out, 20.0, 5.0), dt=1.0)
 
     params = init_params(spec_of(taus), InitSpec(input_mean=w_in, input_sd=w_in / 2, hidden_mean=1.5, hidden_sd=0.8,
@@ -87,7 +90,7 @@ def test_tau_gradient_is_the_derivative_of_the_discrete_algorithm(name):
 
 
 @pytest.mark.parametrize("arch,loss_name", [("recurrent", "sum_exp"), ("ffwd", "xentropy"), ("two_hidden", "sum_exp"),
-                                            ("recurrent", "first_spike")])
+                                            ("recurrent", "first_spike"), ("alif_recurrent", "sum_exp")])
 def test_tau_gradient_matches_the_exact_simulator_in_long_trials(arch, loss_name):
     from eventprop import gradcheck as gc
     from test_gradient_long import problem

@@ -816,10 +816,12 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
             k_i = _kap_e(delta, tau_m[nid], tau_s[nid], a_i, b_i)
             if want_tau and (l < L or out_tau):
                 # its reset at t_c is an event of its own: e = (-theta, 0), worth -theta nu_V(t_c)
+                # (alif: V falls from theta + A; A's own dynamics do not depend on tau_m, tau_s)
                 dem, dkm, dks, des = _dprop(delta, tau_m[nid], tau_s[nid])
                 pV = -tau_m[nid] * lamV[nid]
-                dtau[nid, 0] -= thr[l] * (a_i * nuVm[nid] + dem * pV)
-                dtau[nid, 1] -= thr[l] * (a_i * nuVs[nid])
+                vr = thr[l] + tape_aux[b, e] if ada[l] else thr[l]
+                dtau[nid, 0] -= vr * (a_i * nuVm[nid] + dem * pV)
+                dtau[nid, 1] -= vr * (a_i * nuVs[nid])
             # the jump happens at t_c; expressed at t_m it is the state that free backward
             # evolution over delta takes to (jv, 0)
             hits += _apply_jump(lamV, lamI, nid, jv / a_i, -k_i * tau_m[nid] / tau_s[nid] * jv / (a_i * b_i))

@@ -112,8 +112,6 @@ class ModelConfig(_Strict):
             raise ValueError(f"recurrent: a list must have one entry per hidden layer ({len(self.hidden)})")
         if isinstance(self.learn_tau, list) and len(self.learn_tau) != len(self.hidden):
             raise ValueError(f"learn_tau: a list must have one entry per hidden layer ({len(self.hidden)})")
-        if self.neuron == "alif" and any(self.learn_tau_list()):
-            raise ValueError("learn_tau is not supported with neuron: alif yet (learned time constants are LIF only)")
         return self
 
     def learn_tau_list(self) -> list[bool]:

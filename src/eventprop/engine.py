@@ -465,8 +465,6 @@ def backward(fw: Forward, g: ReadoutGrads, record: int | None = None, taus: bool
     if out_taus and g.vmax is not None and np.any(np.asarray(g.vmax) != 0):
         raise UserError("learning the output time constants is not supported with the max readout")
     tau = None
-    if taus and lay.ada.any():
-        raise UserError("learned time constants are not supported with adaptive (alif) neurons yet")
     if taus:
         oo = int(lay.noff[-1])
         rate = fw.weight[2]
