@@ -68,7 +68,8 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
     weight: None (w = 1) or (values at t_0..t_N, rate): in step n, w(t_n + u) =
     e^{-rate u} (w_n + (w_{n+1} e^{rate dt} - w_n) u/dt). g_trace: (N+1, C) density dl/dV at t_n,
     linear in between. Returns dict with readouts, spikes [(step, layer, idx, d, delta)],
-    spike_adapt (per spike, the emitter's adaptation A just before it; 0 for LIF), grads.
+    spike_adapt (per spike, the emitter's adaptation A just before it; 0 for LIF), spike_kind (per
+    spike: 0 found inside a step, 1 pushed over threshold at a grid time by arrivals), grads.
 
     A spike detected at t_m was emitted at t_c = t_m - delta (linear interpolation of V); it is
     delivered at t_m with the effect it would have had from t_c on (I += w e^{-delta/tau_s},
@@ -82,6 +83,18 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
     D = tau_m d(V - A)/dt just before the spike, = I_c - theta - A_c + A_c tau_m/tau_a, and the
     backward pass has lambda_A (lambda_A(t - s) = e^{-s/tau_a} lambda_A(t)), which jumps at the
     neuron's own spikes only.
+
+    Axonal delays: a hidden layer l with params[f"delay{l}"] (per neuron, ms, >= 0) sends neuron
+    i's spike emitted at t_c to all its targets at t_a = t_c + d_i (the reset stays at t_c; no
+    entry: d = 0). An arrival is delivered at the first grid time t_g >= t_a, with delta_a =
+    t_g - t_a, exactly as a zero-delay spike detected at t_g with delta = delta_a is now; inside
+    the step before t_g it is an event at dt - delta_a that moves its targets' crossings, in time
+    order with the crossings (an arrival goes first on a tie). Arrivals after T are never
+    delivered. The backward pass handles a grid time's arrivals and emissions latest first (an
+    arrival before an emission at the same time): an arrival computes the weight gradients and
+    fb = dL/dt_a with the targets' adjoints at t_a^+ (+ the kinks pinned at it), adds it to
+    dL/dd_i, and the emission's jump uses it (dt_a/dt_c = 1). out["arrivals"] lists the delivered
+    arrivals (grid step, layer, idx, delta_a, spike index).
     """
     dt = spec.dt
     layers = list(spec.hidden) + [spec.output]
@@ -99,6 +112,7 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
     N = n_steps
     T = N * dt
     C = sizes[L]
+    delay = [P[f"delay{l}"] if f"delay{l}" in P else np.zeros(sizes[l]) for l in range(L)] + [np.zeros(C)]
     if weight is None:
         wv, w_rate = np.ones(N + 1), 0.0
     else:
@@ -124,7 +138,8 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
     A = [np.zeros(s) for s in sizes]  # adaptation (stays 0 in LIF layers)
     spikes = []  # (step, layer, idx, d, delta)
     adapt_c = []  # per spike: the emitter's A just before it
-    by_step = {}
+    by_step = {}  # grid step -> arrivals delivered there (layer, idx, delta_a, spike index), in delivery order
+    sched = {}  # grid step -> arrivals of spikes from earlier steps, delivered there (same entries)
     trace = np.zeros((N + 1, C))  # V at t_0..t_N
     integral = np.zeros(C)
     first = np.full(C, np.inf)
@@ -139,6 +154,11 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
             return max(ic - thr[l], spec.grazing_eps)
         return max(ic - thr[l] - ac + ac * tm[l][i] / ta[l], spec.grazing_eps)
 
+    def schedule(g0, r, l, i, sidx):  # an arrival at t_{g0} + r (r > 0), at the first grid time >= it
+        k = max(int(np.ceil(r / dt)), 1)
+        if g0 + k <= N:  # arrivals after T are never delivered
+            sched.setdefault(g0 + k, []).append((l, i, max(k * dt - r, 0.0), sidx))
+
     def record(n, l, i, d, delta, t_spike, kind, ac=0.0):
         spikes.append((n, l, i, d, delta))
         adapt_c.append(ac)
@@ -148,9 +168,16 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
             first_step[i] = n
             first[i] = t_spike
 
+    def send_back_dated(n, l, i, sj, lst):  # the arrival of the spike just emitted at t_n - sj
+        if delay[l][i] <= sj:  # still at t_n or before: delivered now
+            lst.append((l, i, sj - delay[l][i], len(spikes) - 1))
+        else:
+            schedule(n, delay[l][i] - sj, l, i, len(spikes) - 1)
+
     for n in range(N + 1):
-        # arrivals at t_n: spikes detected at t_n (with their sub-step effect), then inputs
-        lst = list(by_step.get(n, []))
+        # arrivals at t_n (with their sub-step effect): those of the step before, then those of
+        # spikes that arrivals push over threshold here; then inputs
+        lst = by_step.setdefault(n, [])
         smax, e = 0.0, 0
         while e < len(lst):
             for (l, i, delta, sidx) in lst[e:]:
@@ -181,7 +208,7 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
                         sj = smax if g(smax) >= 0 else brentq(g, 0.0, smax, xtol=1e-15, rtol=1e-15)
                         ic = I[l][i] * np.exp(sj / ts[l][i])
                         record(n, l, i, max(ic - thr[l], spec.grazing_eps), sj, n * dt - sj, 1)
-                        lst.append((l, i, sj, len(spikes) - 1))
+                        send_back_dated(n, l, i, sj, lst)
                         V[l][i] = _free_v(0.0, ic, sj, tm[l][i], ts[l][i])
                     elif alif[l] and V[l][i] - A[l][i] >= thr[l] and mark[l][i] != n:
                         # as above, with the threshold theta + A evolving backward too
@@ -191,7 +218,7 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
                         ic = I[l][i] * np.exp(sj / ts[l][i])
                         ac = A[l][i] * np.exp(sj / ta[l])
                         record(n, l, i, tape_d(l, i, ic, ac), sj, n * dt - sj, 1, ac)
-                        lst.append((l, i, sj, len(spikes) - 1))
+                        send_back_dated(n, l, i, sj, lst)
                         V[l][i] = _free_v(0.0, ic, sj, tm[l][i], ts[l][i])
                         A[l][i] += beta[l] * np.exp(-sj / ta[l])
         if n < N:
@@ -216,9 +243,10 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
             I[l] = b * Iold[l]
             if alif[l]:
                 A[l] = np.exp(-dt / ta[l]) * Aold[l]
-        # crossings during the step: candidates from the free trajectories, then in time order,
-        # each spike's current jump moving (or cancelling) its targets' later crossings
-        # (an alif neuron's A is never moved by other spikes: at u it is Aold e^{-u/tau_a})
+        # crossings during the step: candidates from the free trajectories, then in time order with
+        # the arrivals due in the step, each arrival's current jump moving (or cancelling) its
+        # targets' later crossings (an alif neuron's A is never moved by other spikes: at u it is
+        # Aold e^{-u/tau_a})
         cand = {}  # (l, i) -> [crossing time in the step, v, i at u_last, u_last, voltage correction]
         for l in range(L + 1):
             if spiking[l]:
@@ -230,8 +258,34 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
                         u = _first_crossing_ref(Vold[l][i], Iold[l][i], thr[l], tm[l][i], ts[l][i], dt)
                     if u is not None:
                         cand[(l, i)] = [u, Vold[l][i], Iold[l][i], 0.0, 0.0]
-        while cand:
-            (l, i), (u, cv, ci, ul, corr) = min(cand.items(), key=lambda kv: kv[1][0])
+        # arrivals due in the step: (time in the step, layer, idx, delta_a, spike index)
+        pend = [(dt - da, l, i, da, sidx) for (l, i, da, sidx) in sched.pop(n + 1, [])]
+        while cand or pend:
+            q = min(range(len(pend)), key=lambda q: pend[q][0]) if pend else -1
+            nxt = min(cand.items(), key=lambda kv: kv[1][0]) if cand else None
+            if q >= 0 and (nxt is None or pend[q][0] <= nxt[1][0]):  # an arrival (first on a tie)
+                ua, l, i, da, sidx = pend.pop(q)
+                by_step.setdefault(n + 1, []).append((l, i, da, sidx))
+                for (tl, row) in targets(l, i):
+                    for (cl, cj), c in list(cand.items()):
+                        if cl != tl or row[cj] == 0.0:
+                            continue
+                        s2 = ua - c[3]
+                        tmc, tsc = tm[cl][cj], ts[cl][cj]
+                        c[1], c[2] = _free_v(c[1], c[2], s2, tmc, tsc), c[2] * np.exp(-s2 / tsc) + row[cj]
+                        c[3] = ua
+                        c[4] += row[cj] * _free_v(0.0, 1.0, da, tmc, tsc)
+                        if alif[cl]:
+                            uu = _first_crossing_ref(c[1], c[2], thr[cl], tmc, tsc, dt - ua,
+                                                     Aold[cl][cj] * np.exp(-ua / ta[cl]), ta[cl])
+                        else:
+                            uu = _first_crossing_ref(c[1], c[2], thr[cl], tmc, tsc, dt - ua)
+                        if uu is None:
+                            del cand[(cl, cj)]
+                        else:
+                            c[0] = ua + uu
+                continue
+            (l, i), (u, cv, ci, ul, corr) = nxt
             del cand[(l, i)]
             ic = ci * np.exp(-(u - ul) / ts[l][i])
             delta = dt - u
@@ -241,26 +295,12 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
                 A[l][i] = (ac + beta[l]) * np.exp(-delta / ta[l])
             else:
                 record(n + 1, l, i, max(ic - thr[l], spec.grazing_eps), delta, n * dt + u, 0)
-            by_step.setdefault(n + 1, []).append((l, i, delta, len(spikes) - 1))
             V[l][i] = _free_v(0.0, ic, delta, tm[l][i], ts[l][i]) - corr  # reset at t_c
-            for (tl, row) in targets(l, i):
-                for (cl, cj), c in list(cand.items()):
-                    if cl != tl or row[cj] == 0.0:
-                        continue
-                    s2 = u - c[3]
-                    tmc, tsc = tm[cl][cj], ts[cl][cj]
-                    c[1], c[2] = _free_v(c[1], c[2], s2, tmc, tsc), c[2] * np.exp(-s2 / tsc) + row[cj]
-                    c[3] = u
-                    c[4] += row[cj] * _free_v(0.0, 1.0, delta, tmc, tsc)
-                    if alif[cl]:
-                        uu = _first_crossing_ref(c[1], c[2], thr[cl], tmc, tsc, dt - u,
-                                                 Aold[cl][cj] * np.exp(-u / ta[cl]), ta[cl])
-                    else:
-                        uu = _first_crossing_ref(c[1], c[2], thr[cl], tmc, tsc, dt - u)
-                    if uu is None:
-                        del cand[(cl, cj)]
-                    else:
-                        c[0] = u + uu
+            # its arrival: in this step (with d = 0 at once, before any other event) or later
+            if delay[l][i] <= delta:
+                pend.append((min(u + delay[l][i], dt), l, i, delta - delay[l][i], len(spikes) - 1))
+            else:
+                schedule(n + 1, delay[l][i] - delta, l, i, len(spikes) - 1)
     out = {
         "integral": integral / T,
         "vmax": np.array([x[0] for x in mx]),
@@ -270,6 +310,8 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
         "first_spike": first,
         "spikes": spikes,
         "spike_adapt": np.array(adapt_c),
+        "spike_kind": np.array(kinds, dtype=int),
+        "arrivals": [(g, *a) for g in sorted(by_step) for a in by_step[g]],
         "counts": [np.array([sum(1 for s in spikes if s[1] == l and s[2] == i) for i in range(sizes[l])])
                    for l in range(L + 1)],
     }
@@ -281,6 +323,7 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
     lI = [np.zeros(s) for s in sizes]
     lA = [np.zeros(s) for s in sizes]  # adjoint of the adaptation (stays 0 in LIF layers)
     G = {k: np.zeros_like(v) for k, v in P.items()}
+    fb_arr = {}  # spike index -> (fb, kink terms) of its delivered arrival
     for m in range(N, -1, -1):
         if m >= 1 and not spiking[L]:
             for k in range(C):
@@ -289,8 +332,10 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
         if m < N:
             for u in inputs[m]:
                 G["ff0"][u] -= ts[0] * lI[0]
-        # spikes detected at t_m, latest emission first: each sees the jumps of those after it
-        here = sorted([(q, sp) for q, sp in enumerate(spikes) if sp[0] == m], key=lambda qs: qs[1][4])
+        # the emissions detected at t_m and the arrivals delivered there, latest first (an arrival
+        # before an emission at the same time): each sees the jumps of those after it
+        here = sorted([(delta, sidx, 0) for (_, _, delta, sidx) in by_step.get(m, [])]
+                      + [(sp[4], q, 1) for q, sp in enumerate(spikes) if sp[0] == m])
         kicks = []  # (output, kick on lambda_V at t_m - delta, delta): maxima at kinks
         w_end = omega(m - 1)(dt) if m >= 1 else 0.0
         jumps = []  # (layer, idx, jump at t_c, delta, jump of lambda_A at t_c)
@@ -312,27 +357,40 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
                     la += np.exp(-(delta - d2) / ta[tl]) * JA
             return la
 
-        for (sidx, (_, l, i, d, delta)) in here:
-            fb = 0.0
-            for (tl, row) in targets(l, i):
-                key = f"ff{l + 1}" if tl == l + 1 else f"rec{l}"
-                for j in range(sizes[tl]):
-                    tmj, tsj = tm[tl][j], ts[tl][j]
-                    lv, li = adj_at(tl, j, delta)
-                    if tl == L and not spiking[L]:
-                        src = g_int[j] / T * w_end + (g_trace[m, j] if g_trace is not None else 0.0)
-                        lv -= src / tmj * _step_quad(lambda u: np.exp(-u / tmj), delta) if delta > 0 else 0.0
-                        li -= src / tsj * kappa_area(delta, tmj, tsj)
-                    for (kk, kick, d2) in kicks:
-                        if tl == L and kk == j:
-                            lv += np.exp(-(delta - d2) / tmj) * kick
-                            li += _cb(delta - d2, tmj, tsj) * kick
-                    fb += row[j] * (lv - li)
-                    G[key][i, j] -= tsj * li
-            extra = g_spk[i] if (l == L and first_step[i] == m) else 0.0
-            pinned = [k for k in range(C) if not spiking[L] and mx[k][1] == m and mx[k][2] == sidx and g_max[k] != 0]
-            for k in pinned:  # the maximum sits just before this spike's arrival and moves with it
-                extra += g_max[k] * mx[k][4] / tm[L][k]
+        for (delta, sidx, emission) in here:
+            _, l, i, d, _ = spikes[sidx]
+            if not emission:
+                # the arrival at t_m - delta: weight gradients and fb = dL/dt_a from the targets'
+                # adjoints just after it
+                fb = 0.0
+                for (tl, row) in targets(l, i):
+                    key = f"ff{l + 1}" if tl == l + 1 else f"rec{l}"
+                    for j in range(sizes[tl]):
+                        tmj, tsj = tm[tl][j], ts[tl][j]
+                        lv, li = adj_at(tl, j, delta)
+                        if tl == L and not spiking[L]:
+                            src = g_int[j] / T * w_end + (g_trace[m, j] if g_trace is not None else 0.0)
+                            lv -= src / tmj * _step_quad(lambda u: np.exp(-u / tmj), delta) if delta > 0 else 0.0
+                            li -= src / tsj * kappa_area(delta, tmj, tsj)
+                        for (kk, kick, d2) in kicks:
+                            if tl == L and kk == j:
+                                lv += np.exp(-(delta - d2) / tmj) * kick
+                                li += _cb(delta - d2, tmj, tsj) * kick
+                        fb += row[j] * (lv - li)
+                        G[key][i, j] -= tsj * li
+                pinned = [k for k in range(C)
+                          if not spiking[L] and mx[k][1] == m and mx[k][2] == sidx and g_max[k] != 0]
+                kink = 0.0
+                for k in pinned:  # the maximum sits just before this arrival and moves with it
+                    kink += g_max[k] * mx[k][4] / tm[L][k]
+                fb_arr[sidx] = (fb, kink)
+                if f"delay{l}" in G:
+                    G[f"delay{l}"][i] += fb + kink
+                kicks += [(k, -g_max[k] / tm[L][k], delta) for k in pinned]
+                continue
+            # the emission at t_m - delta (dt_a/dt_c = 1: its arrival's fb; 0 if never delivered)
+            fb, kink = fb_arr.get(sidx, (0.0, 0.0))
+            extra = (g_spk[i] if (l == L and first_step[i] == m) else 0.0) + kink
             own_v, _ = adj_at(l, i, delta)
             ja = 0.0
             if alif[l]:
@@ -347,7 +405,6 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
             if l < L and g_counts is not None:
                 j -= g_counts[l][i] / (thr[l] * tm[l][i])
             jumps.append((l, i, j, delta, ja))
-            kicks += [(k, -g_max[k] / tm[L][k], delta) for k in pinned]
         if m == N and spiking[L]:
             for k in range(C):
                 if first_step[k] < 0 and g_spk[k] != 0:

@@ -809,8 +809,9 @@ class CUDABackend:
     _cap = [64]
 
     def forward(self, net, inp, ro, n_steps, dt, grazing_eps, want_trace, want_max):
-        if net.ada.any():
-            raise UserError("adaptive (alif) neurons run on the cpu backend only for now; use model.backend=cpu")
+        if net.ada.any() or net.has_dly:
+            raise UserError("adaptive (alif) neurons and hidden-neuron delays run on the cpu backend only for now; "
+                            "use model.backend=cpu")
         B = inp.ptr.shape[0]
         C = int(net.sizes[-1])
         NT = int(net.sizes.sum())
@@ -838,7 +839,7 @@ class CUDABackend:
             dfo = [td(a) for a in fo]
             _forward_kernel[B, nthr](*dnet, *dinp, *dtape, *dfo, n_steps, dtype(dt), dtype(grazing_eps),
                                      bool(want_trace), bool(want_max), *scratch)
-            return Tape(*[a.copy_to_host() for a in dtape], tape.aux), ForwardOutputs(*[a.copy_to_host() for a in dfo])
+            return Tape(*[a.copy_to_host() for a in dtape], *tape[5:]), ForwardOutputs(*[a.copy_to_host() for a in dfo])
 
         return sized_tape_run(self, B, C, NT, n_steps, dtype, want_trace, run)
 
@@ -857,7 +858,7 @@ class CUDABackend:
             rec_V = rec_I = np.zeros((1, 1), dtype=dt_)
         if B == 0:
             return np.zeros(nW, dt_), 0, (rec_V if record is not None else None), \
-                (rec_I if record is not None else None), None, None
+                (rec_I if record is not None else None), None, None, None
         td = cuda.to_device
         c = np.ascontiguousarray
         dnet = _net_to_device(net) + (td(net.cbw), td(net.tau_s), td(net.tau_m))
@@ -883,5 +884,5 @@ class CUDABackend:
         dW = ddW.copy_to_host()
         hits = int(dhits.copy_to_host().sum())
         if record is None:
-            return dW, hits, None, None, None, None
-        return dW, hits, drec_V.copy_to_host(), drec_I.copy_to_host(), None, None
+            return dW, hits, None, None, None, None, None
+        return dW, hits, drec_V.copy_to_host(), drec_I.copy_to_host(), None, None, None

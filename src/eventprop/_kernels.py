@@ -19,7 +19,8 @@ from .neurons import alif as _alif
 
 # per-chunk work arrays of the forward pass
 _FwdScratch = namedtuple("_FwdScratch", "V I qm mark prev_ids cur_ids prev_delta cur_delta prev_tidx cur_tidx "
-                                        "c_j c_u c_v c_i c_ul c_corr c_alive ea eb ek rt A c_a")
+                                        "c_j c_u c_v c_i c_ul c_corr c_alive ea eb ek rt A c_a "
+                                        "p_src p_u p_tidx sch_g sch_u sch_src sch_tidx")
 
 LAMBDA_MAX = 1e15  # bound on |lambda_V|, |lambda_I| after a jump (see _backward_sample)
 
@@ -112,6 +113,7 @@ def _arrivals(
     grazing_eps, w_a, w_b, edecay, V, I, ids, deltas, tidx, n_prev, mark, integral,
     tape_step, tape_id, tape_d, tape_delta, cap, ntape, graze, counts, fs_step, fs_time, dt,
     want_max, vmax, tmax, mx_ref, mx_delta, mx_slope, ea, eb, ek, rt, ada, A, tau_a, binc, tape_aux,
+    has_dly, dly, sch_g, sch_u, sch_src, sch_tidx, sch_n, tape, na,
 ):
     """The spikes detected at grid time t_n (emitted at t_n - delta) reach their targets, each with
     its exact sub-step effect.
@@ -123,7 +125,13 @@ def _arrivals(
     (The input spikes of bin n arrive after these, in the caller.)
     With ``want_max``, the output voltage just before each arrival of a hidden spike (a kink of
     the trajectory, where a maximum sits when an inhibitory spike turns V down) is a candidate
-    for the maximum readout. Returns (spikes detected at t_n, tape length, grazing count)."""
+    for the maximum readout.
+
+    With axonal delays (``has_dly``) the list holds the arrivals delivered at t_n (source neuron,
+    t_n - arrival time, the source spike's tape index), each is also written to the arrival tape,
+    and a spike found here arrives at once (back-dated by s_j - d) if its delay d is at most its
+    s_j, else it is scheduled. Returns (list length, tape length, grazing count, scheduled
+    arrivals, arrival-tape length)."""
     n_layers = sizes.shape[0]
     L = n_layers - 1
     oo = noff[L]
@@ -140,6 +148,12 @@ def _arrivals(
             delta = deltas[e]
             if delta > smax:
                 smax = delta
+            if has_dly:
+                if na < tape.a_step.shape[1]:
+                    tape.a_step[b, na] = n
+                    tape.a_src[b, na] = tidx[e]
+                    tape.a_delta[b, na] = delta
+                na += 1
             l = _layer_of(nid, noff, n_layers)
             i = nid - noff[l]
             if l < L:
@@ -208,16 +222,154 @@ def _arrivals(
                             tape_aux[b, ntape] = ac
                     ntape += 1
                     mark[j] = n
-                    ids[n_list] = j
-                    deltas[n_list] = sj
-                    tidx[n_list] = ntape - 1
-                    n_list += 1
+                    if not has_dly:
+                        ids[n_list] = j
+                        deltas[n_list] = sj
+                        tidx[n_list] = ntape - 1
+                        n_list += 1
+                    elif l < L:  # its arrival t_n - sj + d: now, back-dated, or later
+                        if dly[j] <= sj:
+                            ids[n_list] = j
+                            deltas[n_list] = sj - dly[j]
+                            tidx[n_list] = ntape - 1
+                            n_list += 1
+                        else:
+                            _, sch_n = _schedule(j, ntape - 1, n, dly[j] - sj, dt, n_steps, False, sch_src, sch_u,
+                                                 sch_tidx, 0, 0, sch_g, sch_u, sch_src, sch_tidx, sch_n)
                     V[j] = ic * _kap(sj, tau_m[j], tau_s[j])
                     counts[j] += 1
                     if l == L and fs_step[j - oo] < 0:
                         fs_step[j - oo] = n
                         fs_time[j - oo] = n * dt - sj
-    return n_list, ntape, graze
+    return n_list, ntape, graze, sch_n, na
+
+
+@njit(cache=True, inline="always")
+def _pend_insert(j, tidx, ua, p_src, p_u, p_tidx, n_pend, p_next):
+    """Insert an arrival at ua into the step's pending arrivals, in time order (then tape order)
+    among those not yet processed (from p_next on). Returns the new count."""
+    q = n_pend
+    while q > p_next and (p_u[q - 1] > ua or (p_u[q - 1] == ua and p_tidx[q - 1] > tidx)):
+        p_src[q] = p_src[q - 1]
+        p_u[q] = p_u[q - 1]
+        p_tidx[q] = p_tidx[q - 1]
+        q -= 1
+    p_src[q] = j
+    p_u[q] = ua
+    p_tidx[q] = tidx
+    return n_pend + 1
+
+
+@njit(cache=True)
+def _schedule(j, tidx, n, tr, dt, n_steps, in_step, p_src, p_u, p_tidx, n_pend, p_next, sch_g, sch_u, sch_src,
+              sch_tidx, sch_n):
+    """The arrival of neuron j's spike (tape index tidx) at t_n + tr, tr >= 0: with ``in_step`` and
+    tr <= dt a pending arrival of the step [t_n, t_{n+1}]; otherwise scheduled for the step that
+    ends at the first grid time t_g >= its time (as the event at tr - (g - n - 1) dt inside it),
+    dropped after the trial. Returns (n_pend, sch_n)."""
+    if in_step and tr <= dt:
+        return _pend_insert(j, tidx, tr, p_src, p_u, p_tidx, n_pend, p_next), sch_n
+    k = max(int(np.ceil(tr / dt)), 1)
+    if n + k > n_steps:
+        return n_pend, sch_n
+    sch_g[sch_n] = n + k
+    sch_u[sch_n] = tr - (k - 1) * dt
+    sch_src[sch_n] = j
+    sch_tidx[sch_n] = tidx
+    return n_pend, sch_n + 1
+
+
+@njit(cache=True)
+def _move_candidates(j, u, dt, K, c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive, c_a, W, sizes, noff, ff_off, rec_off,
+                     spiking, uni, thr, tau_m, tau_s, ada, tau_a):
+    """The current jump of neuron j's spike arriving at u inside the step, on the same-step crossing
+    candidates that have not spiked yet: their state is moved to u, the weight added to their
+    current (and w kappa(dt - u) to their correction, for the delivery at the step's end), and
+    whether and when they cross is decided again."""
+    n_layers = sizes.shape[0]
+    L = n_layers - 1
+    l = _layer_of(j, noff, n_layers)
+    i_pre = j - noff[l]
+    span = dt - u
+    # propagation factors are shared by the candidates of a uniform layer: computed once
+    # per (layer, elapsed time) and reused (same inputs, so bitwise the same values)
+    f_key_l = -1
+    f_s2 = -1.0
+    f_em = 1.0
+    f_es = 1.0
+    f_ke = 0.0
+    f_kd = 0.0
+    f_sm = 1.0
+    f_ss = 1.0
+    f_ks = 0.0
+    # a spike can only move same-step crossings of its recurrent layer or of a spiking next layer
+    n_scan = K if (rec_off[l] >= 0 or (l < L and spiking[l + 1] == 1)) else 0
+    for c in range(n_scan):
+        if c_alive[c] == 0:
+            continue
+        jc = c_j[c]
+        lc = _layer_of(jc, noff, n_layers)
+        w = 0.0
+        if lc == l + 1:
+            w += W[ff_off[lc] + i_pre * sizes[lc] + (jc - noff[lc])]
+        if lc == l and rec_off[l] >= 0:
+            w += W[rec_off[l] + i_pre * sizes[l] + (jc - noff[l])]
+        if w == 0.0:
+            continue
+        s2 = u - c_ul[c]
+        tmc = tau_m[jc]
+        tsc = tau_s[jc]
+        if uni[lc] == 0 or lc != f_key_l or s2 != f_s2:
+            f_em = np.exp(-s2 / tmc)
+            f_es = np.exp(-s2 / tsc)
+            f_ke = _kap_e(s2, tmc, tsc, f_em, f_es)
+            if uni[lc] == 0 or lc != f_key_l:
+                f_sm = np.exp(-span / tmc)
+                f_ss = np.exp(-span / tsc)
+                f_ks = _kap_e(span, tmc, tsc, f_sm, f_ss)
+                f_kd = f_ks  # (delta = span: the same kappa)
+            f_key_l = lc
+            f_s2 = s2
+        c_v[c] = c_v[c] * f_em + c_i[c] * f_ke
+        c_i[c] = c_i[c] * f_es + w
+        c_ul[c] = u
+        c_corr[c] += w * f_kd
+        if ada[lc]:  # solved exactly again, from A at u (only its own spikes move A)
+            uu = _alif.first_crossing(c_v[c], c_i[c], c_a[c] * np.exp(-u / tau_a[jc]), thr[lc], tmc, tsc,
+                                      tau_a[jc], span)
+            if uu < 0.0:
+                c_alive[c] = 0
+            else:
+                c_u[c] = u + uu
+                c_alive[c] = 1
+            continue
+        # whether it still crosses in this step is decided now, as before (a candidate
+        # that cannot cross any more is dropped for good); when it does cross before the
+        # step ends, its time is not solved for: a lower bound stands in for it until it
+        # could be the next spike. While V >= v (v = c_v < theta) it rises at most at
+        # (max(I, 0) - v)/tau_m, since I only decays towards 0.
+        vc = c_v[c]
+        thc = thr[lc]
+        if vc >= thc:
+            c_u[c] = u  # (a current jump does not move V: only if it was already there)
+            c_alive[c] = 1
+            continue
+        v1 = vc * f_sm + c_i[c] * f_ks
+        if v1 >= thc:
+            ip = max(c_i[c], 0.0)
+            lbd = tmc * (thc - vc) / (ip - vc) if ip > vc else span
+            c_u[c] = u + min(lbd, span)
+            c_alive[c] = 2
+            continue
+        if not (c_i[c] > vc and c_i[c] * f_ss < v1):
+            c_alive[c] = 0  # not rising now, or not falling at the end: no maximum inside
+            continue
+        uu = _first_crossing(vc, c_i[c], v1, c_i[c] * f_ss, thc, tmc, tsc, span)  # (rare)
+        if uu < 0.0:
+            c_alive[c] = 0
+        else:
+            c_u[c] = u + uu
+            c_alive[c] = 1
 
 
 @njit(cache=True)
@@ -245,6 +397,11 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
     ea, eb, ek, rt = scr.ea, scr.eb, scr.ek, scr.rt
     ada, tau_a, aa, binc, A, c_a, tape_aux = net.ada, net.tau_a, net.aa, net.binc, scr.A, scr.c_a, tape.aux
     any_ada = ada.sum() > 0
+    dly, has_dly = net.dly, net.has_dly  # axonal delays of hidden neurons (ms), and whether any layer has them
+    p_src, p_u, p_tidx = scr.p_src, scr.p_u, scr.p_tidx
+    sch_g, sch_u, sch_src, sch_tidx = scr.sch_g, scr.sch_u, scr.sch_src, scr.sch_tidx
+    sch_n = 0
+    na = 0  # arrivals on the arrival tape
     n_layers = sizes.shape[0]
     L = n_layers - 1
     NT = V.shape[0]
@@ -275,11 +432,12 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
     for n in range(n_steps + 1):
         # ---- arrivals at t_n: spikes detected at t_n (sub-step timing), then input spikes of bin n
         if n_prev > 0:
-            n_prev, ntape, graze = _arrivals(
+            n_prev, ntape, graze, sch_n, na = _arrivals(
                 b, n, n_steps, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni, tau_m, tau_s,
                 grazing_eps, w_a, w_b, edecay, V, I, prev_ids, prev_delta, prev_tidx, n_prev, mark, integral,
                 tape_step, tape_id, tape_d, tape_delta, cap, ntape, graze, counts, fs_step, fs_time, dt,
-                want_max, vmax, tmax, mx_ref, mx_delta, mx_slope, ea, eb, ek, rt, ada, A, tau_a, binc, tape_aux)
+                want_max, vmax, tmax, mx_ref, mx_delta, mx_slope, ea, eb, ek, rt, ada, A, tau_a, binc, tape_aux,
+                has_dly, dly, sch_g, sch_u, sch_src, sch_tidx, sch_n, tape, na)
         if n < n_steps:
             I0 = I[0:S0]
             for q in range(in_ptr[b, n], in_ptr[b, n + 1]):
@@ -380,6 +538,20 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
         # c_u; a dirty one there is solved exactly first, so that only candidates that could be
         # next are ever solved (the order, and hence the result, is that of solving all of them)
         n_cur = 0
+        n_pend = 0  # delayed arrivals inside this step, in time order (p_next: the first not yet processed)
+        p_next = 0
+        if has_dly:
+            q = 0
+            while q < sch_n:
+                if sch_g[q] == n + 1:
+                    n_pend = _pend_insert(sch_src[q], sch_tidx[q], sch_u[q], p_src, p_u, p_tidx, n_pend, 0)
+                    sch_n -= 1
+                    sch_g[q] = sch_g[sch_n]
+                    sch_u[q] = sch_u[sch_n]
+                    sch_src[q] = sch_src[sch_n]
+                    sch_tidx[q] = sch_tidx[sch_n]
+                else:
+                    q += 1
         while True:
             best = -1
             bu = np.inf
@@ -387,6 +559,18 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                 if c_alive[c] != 0 and c_u[c] < bu:
                     best = c
                     bu = c_u[c]
+            if p_next < n_pend and (best < 0 or p_u[p_next] <= bu):
+                # a delayed spike arrives: it moves the crossings after it, and is delivered at t_{n+1}
+                src = p_src[p_next]
+                ua = p_u[p_next]
+                _move_candidates(src, ua, dt, K, c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive, c_a, W, sizes, noff,
+                                 ff_off, rec_off, spiking, uni, thr, tau_m, tau_s, ada, tau_a)
+                cur_ids[n_cur] = src
+                cur_delta[n_cur] = dt - ua
+                cur_tidx[n_cur] = p_tidx[p_next]
+                n_cur += 1
+                p_next += 1
+                continue
             if best < 0:
                 break
             if c_alive[best] == 2:
@@ -434,10 +618,6 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                     tape_aux[b, ntape] = ac
             ntape += 1
             mark[j] = n + 1
-            cur_ids[n_cur] = j
-            cur_delta[n_cur] = delta
-            cur_tidx[n_cur] = ntape - 1
-            n_cur += 1
             # reset to 0 at t_c, then free evolution with the current until t_{n+1}; the delivery
             # at t_{n+1} of same-step spikes that reached j before t_c must not add their voltage
             V[j] = ic * kap_d - c_corr[best]
@@ -445,93 +625,25 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
             if l == L and fs_step[j - oo] < 0:
                 fs_step[j - oo] = n + 1
                 fs_time[j - oo] = (n + frac) * dt
-            # this spike's current jump at t_c on the candidates that have not spiked yet
-            i_pre = j - noff[l]
-            span = dt - u
-            # propagation factors are shared by the candidates of a uniform layer: computed once
-            # per (layer, elapsed time) and reused (same inputs, so bitwise the same values)
-            f_key_l = -1
-            f_s2 = -1.0
-            f_em = 1.0
-            f_es = 1.0
-            f_ke = 0.0
-            f_kd = 0.0
-            f_sm = 1.0
-            f_ss = 1.0
-            f_ks = 0.0
-            # a spike can only move same-step crossings of its recurrent layer or of a spiking next layer
-            n_scan = K if (rec_off[l] >= 0 or (l < L and spiking[l + 1] == 1)) else 0
-            for c in range(n_scan):
-                if c_alive[c] == 0:
-                    continue
-                jc = c_j[c]
-                lc = _layer_of(jc, noff, n_layers)
-                w = 0.0
-                if lc == l + 1:
-                    w += W[ff_off[lc] + i_pre * sizes[lc] + (jc - noff[lc])]
-                if lc == l and rec_off[l] >= 0:
-                    w += W[rec_off[l] + i_pre * sizes[l] + (jc - noff[l])]
-                if w == 0.0:
-                    continue
-                s2 = u - c_ul[c]
-                tmc = tau_m[jc]
-                tsc = tau_s[jc]
-                if uni[lc] == 0 or lc != f_key_l or s2 != f_s2:
-                    f_em = np.exp(-s2 / tmc)
-                    f_es = np.exp(-s2 / tsc)
-                    f_ke = _kap_e(s2, tmc, tsc, f_em, f_es)
-                    if uni[lc] == 0 or lc != f_key_l:
-                        f_sm = np.exp(-span / tmc)
-                        f_ss = np.exp(-span / tsc)
-                        f_ks = _kap_e(span, tmc, tsc, f_sm, f_ss)
-                        f_kd = f_ks  # (delta = span: the same kappa)
-                    f_key_l = lc
-                    f_s2 = s2
-                c_v[c] = c_v[c] * f_em + c_i[c] * f_ke
-                c_i[c] = c_i[c] * f_es + w
-                c_ul[c] = u
-                c_corr[c] += w * f_kd
-                if ada[lc]:  # solved exactly again, from A at u (only its own spikes move A)
-                    uu = _alif.first_crossing(c_v[c], c_i[c], c_a[c] * np.exp(-u / tau_a[jc]), thr[lc], tmc, tsc,
-                                              tau_a[jc], span)
-                    if uu < 0.0:
-                        c_alive[c] = 0
-                    else:
-                        c_u[c] = u + uu
-                        c_alive[c] = 1
-                    continue
-                # whether it still crosses in this step is decided now, as before (a candidate
-                # that cannot cross any more is dropped for good); when it does cross before the
-                # step ends, its time is not solved for: a lower bound stands in for it until it
-                # could be the next spike. While V >= v (v = c_v < theta) it rises at most at
-                # (max(I, 0) - v)/tau_m, since I only decays towards 0.
-                vc = c_v[c]
-                thc = thr[lc]
-                if vc >= thc:
-                    c_u[c] = u  # (a current jump does not move V: only if it was already there)
-                    c_alive[c] = 1
-                    continue
-                v1 = vc * f_sm + c_i[c] * f_ks
-                if v1 >= thc:
-                    ip = max(c_i[c], 0.0)
-                    lbd = tmc * (thc - vc) / (ip - vc) if ip > vc else span
-                    c_u[c] = u + min(lbd, span)
-                    c_alive[c] = 2
-                    continue
-                if not (c_i[c] > vc and c_i[c] * f_ss < v1):
-                    c_alive[c] = 0  # not rising now, or not falling at the end: no maximum inside
-                    continue
-                uu = _first_crossing(vc, c_i[c], v1, c_i[c] * f_ss, thc, tmc, tsc, span)  # (rare)
-                if uu < 0.0:
-                    c_alive[c] = 0
-                else:
-                    c_u[c] = u + uu
-                    c_alive[c] = 1
+            if has_dly:  # its arrival t_c + d_j: later in this step (pending, in time order) or scheduled
+                if l < L:
+                    n_pend, sch_n = _schedule(j, ntape - 1, n, u + dly[j], dt, n_steps, True, p_src, p_u, p_tidx,
+                                              n_pend, p_next, sch_g, sch_u, sch_src, sch_tidx, sch_n)
+            else:
+                cur_ids[n_cur] = j
+                cur_delta[n_cur] = delta
+                cur_tidx[n_cur] = ntape - 1
+                n_cur += 1
+                # this spike's current jump at t_c on the candidates that have not spiked yet
+                _move_candidates(j, u, dt, K, c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive, c_a, W, sizes, noff, ff_off,
+                                 rec_off, spiking, uni, thr, tau_m, tau_s, ada, tau_a)
         for e in range(n_cur):
             prev_ids[e] = cur_ids[e]
             prev_delta[e] = cur_delta[e]
             prev_tidx[e] = cur_tidx[e]
         n_prev = n_cur
+    if has_dly:
+        tape.a_n[b] = na
     return ntape, graze
 
 
@@ -551,12 +663,15 @@ def _forward_chunk(c, n_chunks, net, inp, ro, tape, out, n_steps, dt, grazing_ep
     tau_m = net.tau_m
     V = np.empty(NT, dtype=W.dtype)
     I = np.empty(NT, dtype=W.dtype)
-    prev_ids = np.empty(NT, dtype=np.int32)  # spikes detected at one grid time (at most one per neuron)
-    cur_ids = np.empty(NT, dtype=np.int32)
-    prev_delta = np.empty(NT, dtype=np.float64)
-    cur_delta = np.empty(NT, dtype=np.float64)
-    prev_tidx = np.empty(NT, dtype=np.int64)  # their tape positions
-    cur_tidx = np.empty(NT, dtype=np.int64)
+    # spikes detected at one grid time (at most one per neuron), or, with delays, the arrivals
+    # delivered at one grid time (up to two per neuron from one step, and those of sliver spikes)
+    NL = 4 * NT if net.has_dly else NT
+    prev_ids = np.empty(NL, dtype=np.int32)
+    cur_ids = np.empty(NL, dtype=np.int32)
+    prev_delta = np.empty(NL, dtype=np.float64)
+    cur_delta = np.empty(NL, dtype=np.float64)
+    prev_tidx = np.empty(NL, dtype=np.int64)  # their (source spikes') tape positions
+    cur_tidx = np.empty(NL, dtype=np.int64)
     mark = np.empty(NT, dtype=np.int64)  # grid time of each neuron's latest spike
     c_j = np.empty(NT, dtype=np.int64)  # crossing candidates of a step: neuron, time, state at c_ul
     c_u = np.empty(NT, dtype=np.float64)
@@ -574,8 +689,21 @@ def _forward_chunk(c, n_chunks, net, inp, ro, tape, out, n_steps, dt, grazing_ep
     rt = _rates(tau_m, net.tau_s)
     A = np.empty(NT, dtype=W.dtype)  # adaptation of alif neurons (0 elsewhere)
     c_a = np.empty(NT, dtype=np.float64)  # a candidate's A at the step start
+    # delayed arrivals: pending inside the current step, and scheduled for later steps (at most
+    # one spike per neuron and step is in flight per step of its delay)
+    n_sch = 1
+    if net.has_dly:
+        n_sch = NT * (int(np.ceil(net.dly.max() / dt)) + 2)
+    p_src = np.empty(NL, dtype=np.int32)
+    p_u = np.empty(NL, dtype=np.float64)
+    p_tidx = np.empty(NL, dtype=np.int64)
+    sch_g = np.empty(n_sch, dtype=np.int64)
+    sch_u = np.empty(n_sch, dtype=np.float64)
+    sch_src = np.empty(n_sch, dtype=np.int32)
+    sch_tidx = np.empty(n_sch, dtype=np.int64)
     scr = _FwdScratch(V, I, qm, mark, prev_ids, cur_ids, prev_delta, cur_delta, prev_tidx, cur_tidx,
-                      c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive, ea, eb, ek, rt, A, c_a)
+                      c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive, ea, eb, ek, rt, A, c_a,
+                      p_src, p_u, p_tidx, sch_g, sch_u, sch_src, sch_tidx)
     b0 = (c * B) // n_chunks
     b1 = ((c + 1) * B) // n_chunks
     for b in range(b0, b1):
@@ -642,7 +770,7 @@ def _apply_jump(lamV, lamI, nid, jv, ji):
 
 @njit(cache=True)
 def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, lamV, lamI, order, gtmp, dW,
-                     rec_b, rec_lamV, rec_lamI, tg, nu, dtau, ea, eb, ek, rt, want_delay, dd, gd, lamA):
+                     rec_b, rec_lamV, rec_lamI, tg, nu, dtau, ea, eb, ek, rt, want_delay, dd, gd, lamA, okey, fbv, ddh):
     """Backward pass of sample b (accumulated into dW). Returns how often |lambda| was bounded.
 
     With ``tg.want`` it also accumulates dL/dtau_m, dL/dtau_s of every hidden neuron into dtau
@@ -683,6 +811,11 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
             nuVs[j] = 0.0
             nuIs[j] = 0.0
     e_top = ntape - 1
+    dly, has_dly = net.dly, net.has_dly
+    a_top = tape.a_n[b] - 1 if has_dly else -1  # the arrival tape (delays), walked backward like the spike tape
+    if has_dly:
+        for e in range(min(ntape, fbv.shape[0])):
+            fbv[e] = 0.0  # a spike whose arrival is after the trial has no feedback
     for m in range(n_steps, -1, -1):
         # ---- max readout at the grid sample t_m (after that time's arrivals): kick -dL/dmax / tau_m;
         #      a maximum at a kink (just before a spike's arrival) is handled with that spike below
@@ -725,25 +858,49 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
         e_lo = e_top
         while e_lo >= 0 and tape_step[b, e_lo] == m:
             e_lo -= 1
-        n_here = e_top - e_lo
-        for q in range(n_here):  # order by delta (insertion sort: groups are small)
-            e = e_lo + 1 + q
-            r = q
-            while r > 0 and tape_delta[b, order[r - 1]] > tape_delta[b, e]:
+        a_lo = a_top
+        while a_lo >= 0 and tape.a_step[b, a_lo] == m:
+            a_lo -= 1
+        # the grid time's events, latest first (increasing delta; insertion sort, groups are small):
+        # emissions (code e >= 0) and, with delays, arrivals (code -(a + 1)), an arrival before an
+        # emission at the same time
+        n_ev = 0
+        for q in range(e_top - e_lo + a_top - a_lo):
+            if q < e_top - e_lo:
+                code = e_lo + 1 + q
+                key = tape_delta[b, code]
+            else:
+                a = a_lo + 1 + q - (e_top - e_lo)
+                code = -(a + 1)
+                key = tape.a_delta[b, a]
+            r = n_ev
+            while r > 0 and (okey[r - 1] > key or (okey[r - 1] == key and order[r - 1] >= 0 and code < 0)):
                 order[r] = order[r - 1]
+                okey[r] = okey[r - 1]
                 r -= 1
-            order[r] = e
+            order[r] = code
+            okey[r] = key
+            n_ev += 1
         w_end = 0.0
         if m >= 1 and spiking[L] == 0:
             w_end = (w_a[b, m - 1] + w_b[b, m - 1]) * edecay
-        for q in range(n_here):
-            e = order[q]
+        for q in range(n_ev):
+            code = order[q]
+            if code >= 0:  # an emission (without delays also its arrival, at the same time)
+                e = code
+                delta = tape_delta[b, e]
+                is_arr = not has_dly
+                is_emit = True
+            else:  # a delayed arrival of the spike e
+                e = tape.a_src[b, -code - 1]
+                delta = tape.a_delta[b, -code - 1]
+                is_arr = True
+                is_emit = False
             nid = tape_id[b, e]
-            delta = tape_delta[b, e]
             l = _layer_of(nid, noff, n_layers)
             i = nid - noff[l]
             fb = 0.0
-            if l < L:
+            if is_arr and l < L:
                 S = sizes[l + 1]
                 base = ff_off[l + 1] + i * S
                 if l + 1 == L and spiking[L] == 0:
@@ -786,7 +943,7 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
                                      dtau, ea, eb, ek, rt)
                     fb += _spike_targets(W, base, noff[l + 1], S, uni[l + 1], tau_m, tau_s, delta, lamV, lamI, dW,
                                          ea, eb, ek, rt)
-            if rec_off[l] >= 0:
+            if is_arr and rec_off[l] >= 0:
                 S = sizes[l]
                 base = rec_off[l] + i * S
                 if (delta != 0.0 and uni[l] == 0) or want_tau:
@@ -795,13 +952,27 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
                     _tau_targets(W, base, noff[l], S, tau_m, tau_s, delta, lamV, lamI, nuVm, nuIm, nuVs, nuIs, dtau,
                                  ea, eb, ek, rt)
                 fb += _spike_targets(W, base, noff[l], S, uni[l], tau_m, tau_s, delta, lamV, lamI, dW, ea, eb, ek, rt)
+            if is_arr and n_kink > 0:  # output maxima at this spike's arrival move with its time: their
+                for k in range(no):     # term, then the kick of the maximum at the arrival's t^-, at t_m
+                    if tmax[b, k] == m and mx_ref[b, k] == e and g_max[b, k] != 0.0:
+                        fb += g_max[b, k] * mx_slope[b, k] / tau_m[oo + k]
+                        tmk = tau_m[oo + k]
+                        tsk = tau_s[oo + k]
+                        ak = np.exp(-delta / tmk)
+                        bk = np.exp(-delta / tsk)
+                        kick = -g_max[b, k] / tmk
+                        lamV[oo + k] += kick / ak
+                        lamI[oo + k] -= _kap(delta, tmk, tsk) * tmk / tsk * kick / (ak * bk)
+            if has_dly and is_arr:  # dL/d(arrival time): the spike's feedback, and its delay's gradient
+                fbv[e] = fb
+                ddh[nid] += fb
+            if not is_emit:
+                continue
+            if has_dly:
+                fb = fbv[e]
             extra = 0.0
             if l == L and fs_step[i] == m:
                 extra = g_spk[b, i]
-            if n_kink > 0:  # output maxima at this spike's arrival move with its time
-                for k in range(no):
-                    if tmax[b, k] == m and mx_ref[b, k] == e and g_max[b, k] != 0.0:
-                        extra += g_max[b, k] * mx_slope[b, k] / tau_m[oo + k]
             a_i = np.exp(-delta / tau_m[nid])
             b_i = np.exp(-delta / tau_s[nid])
             if ada[l]:  # adaptive threshold: lambda_A takes part in the jump and jumps too
@@ -837,17 +1008,8 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
                 nuIm[nid] -= (zI - k_i * cV) / b_i
                 zI = dks * DV + des * DI
                 nuIs[nid] -= zI / b_i
-            if n_kink > 0:  # the kick of a maximum at t_c^-, expressed at t_m
-                for k in range(no):
-                    if tmax[b, k] == m and mx_ref[b, k] == e and g_max[b, k] != 0.0:
-                        tmk = tau_m[oo + k]
-                        tsk = tau_s[oo + k]
-                        ak = np.exp(-delta / tmk)
-                        bk = np.exp(-delta / tsk)
-                        kick = -g_max[b, k] / tmk
-                        lamV[oo + k] += kick / ak
-                        lamI[oo + k] -= _kap(delta, tmk, tsk) * tmk / tsk * kick / (ak * bk)
         e_top = e_lo
+        a_top = a_lo
         # ---- phantom spikes: a spiking output neuron without a spike but with dL/dt != 0
         if m == n_steps and spiking[L] == 1:
             for k in range(no):
@@ -932,7 +1094,12 @@ def _backward_chunk(c, n_chunks, net, inp, ro, tape, fo, gr, n_steps, inv_T, use
     lamV = np.empty(NT, dtype=W.dtype)
     lamI = np.empty(NT, dtype=W.dtype)
     lamA = np.empty(NT, dtype=W.dtype)
-    order = np.empty(NT, dtype=np.int64)
+    order = np.empty(4 * NT + 1, dtype=np.int64)  # a grid time's events (spikes, and arrivals with delays)
+    okey = np.empty(4 * NT + 1, dtype=np.float64)
+    fbv = np.zeros(tape.step.shape[1] if net.has_dly else 1, dtype=np.float64)  # per spike: dL/d(arrival time)
+    ddh = dg.dh[c]
+    for j in range(ddh.shape[0]):
+        ddh[j] = 0.0
     gtmp = np.empty(NT, dtype=W.dtype)
     dW = dWc[c]
     for j in range(dW.shape[0]):
@@ -943,7 +1110,7 @@ def _backward_chunk(c, n_chunks, net, inp, ro, tape, fo, gr, n_steps, inv_T, use
     for b in range(b0, b1):
         hits[c] += _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, lamV, lamI, order,
                                     gtmp, dW, rec_b, rec_lamV, rec_lamI, tg, nu, dtau, ea, eb, ek, rt, want_delay,
-                                    dd, gd, lamA)
+                                    dd, gd, lamA, okey, fbv, ddh)
 
 
 @njit(cache=True, parallel=True)

@@ -31,8 +31,9 @@ A backend implements two methods (see :class:`Backend`):
   adjoint values, the adjoint traces of sample ``record`` (or None), and with ``tau`` (the
   per-neuron propagator derivatives (dem, dkm, dks, des) over dt) dL/dtau_m, dL/dtau_s of every
   hidden neuron (and output neuron, when ``tau[4]``) as an array (neurons, 2), else None; with
-  ``delays`` = n_in > 0, a sixth value: dL/d(delay) of every network input (n_in,), else None. A backend that cannot compute them raises
-  a one-line UserError.
+  ``delays`` = n_in > 0, a sixth value: dL/d(delay) of every network input (n_in,), else None;
+  seventh, when ``net.has_dly`` (axonal delays of hidden neurons), dL/d(delay) per neuron, else
+  None. A backend that cannot compute them raises a one-line UserError.
 
 Both must give the CPU backend's spikes and gradients to the precision of the dtype; the
 contract tests (tests/test_backend.py) run every backend on the same networks. ``cpu`` is the
@@ -70,6 +71,8 @@ class NetArrays(NamedTuple):
     tau_a: np.ndarray  # per neuron adaptation time constant (1 where not adaptive)
     aa: np.ndarray  # per neuron e^{-dt/tau_a} (1 where not adaptive)
     binc: np.ndarray  # per neuron threshold increment per spike (0 where not adaptive)
+    dly: np.ndarray  # float64 per neuron: axonal delay of its spikes (ms; 0 without delays)
+    has_dly: bool  # some hidden layer has delays (the kernels' delayed-arrival path)
 
 
 class InputSpikes(NamedTuple):
@@ -92,6 +95,10 @@ class Tape(NamedTuple):
     delta: np.ndarray  # (B, cap): arrival time - emission time (ms)
     n: np.ndarray  # int64 (B,): spikes per sample
     aux: np.ndarray  # (B, cap): the adaptation A just before each spike of an alif neuron; (1, 1) without alif
+    a_step: np.ndarray  # int32 (B, cap): with delays, the grid step at which each arrival is delivered
+    a_src: np.ndarray  # int64 (B, cap): its spike's tape index
+    a_delta: np.ndarray  # (B, cap): grid time - arrival time
+    a_n: np.ndarray  # int64 (B,): arrivals per sample ((1, 1) arrays and (1,) without delays)
 
 
 class ForwardOutputs(NamedTuple):
@@ -131,6 +138,7 @@ class TauGrad(NamedTuple):
 class DelayGrad(NamedTuple):
     want: bool  # compute dL/d(delay) of every network input (learned input delays)
     dd: np.ndarray  # float64 (n_chunks, n_in) accumulators
+    dh: np.ndarray  # float64 (n_chunks, neurons): dL/d(axonal delay) per neuron, with delays (else (n_chunks, 0))
 
 
 class Backend(Protocol):
@@ -143,14 +151,19 @@ class Backend(Protocol):
                  gr: ReadoutGradArrays, n_steps: int, inv_T: float, use_trace: bool,
                  record: int | None, tau: tuple | None = None, delays: int = 0
                  ) -> tuple[np.ndarray, int, np.ndarray | None, np.ndarray | None, np.ndarray | None,
-                            np.ndarray | None]: ...
+                            np.ndarray | None, np.ndarray | None]: ...
 
 
-def allocate_forward(B: int, C: int, NT: int, n_steps: int, cap: int, dtype, want_trace: bool, aux: bool = False):
+def allocate_forward(B: int, C: int, NT: int, n_steps: int, cap: int, dtype, want_trace: bool, aux: bool = False,
+                     arrivals: bool = False):
     """Zeroed host arrays of a forward pass (a backend may allocate its own); ``aux``: the
-    network has adaptive neurons (the tape keeps their adaptation per spike)."""
+    network has adaptive neurons (the tape keeps their adaptation per spike); ``arrivals``: it
+    has axonal delays (an arrival tape beside the spike tape)."""
+    ca = (B, cap) if arrivals else (1, 1)
     tape = Tape(np.zeros((B, cap), np.int32), np.zeros((B, cap), np.int32), np.zeros((B, cap), dtype),
-                np.zeros((B, cap), dtype), np.zeros(B, np.int64), np.zeros((B, cap) if aux else (1, 1), dtype))
+                np.zeros((B, cap), dtype), np.zeros(B, np.int64), np.zeros((B, cap) if aux else (1, 1), dtype),
+                np.zeros(ca, np.int32), np.zeros(ca, np.int64), np.zeros(ca, dtype),
+                np.zeros(B if arrivals else 1, np.int64))
     fo = ForwardOutputs(
         np.zeros((B, C), dtype), np.zeros((B, C), dtype), np.zeros((B, C), np.int64), np.zeros((B, C), np.int64),
         np.zeros((B, C), dtype), np.zeros((B, C), dtype),
@@ -160,14 +173,15 @@ def allocate_forward(B: int, C: int, NT: int, n_steps: int, cap: int, dtype, wan
     return tape, fo
 
 
-def sized_tape_run(owner, B: int, C: int, NT: int, n_steps: int, dtype, want_trace: bool, run, aux: bool = False):
+def sized_tape_run(owner, B: int, C: int, NT: int, n_steps: int, dtype, want_trace: bool, run, aux: bool = False,
+                   arrivals: bool = False):
     """``run(tape, fo) -> (tape, fo)`` on freshly allocated host arrays with the tape capacity
     ``owner._cap[0]``; when a sample had more spikes than that (the kernels count every spike
     and keep simulating), once more with exactly enough room, so no spike is ever dropped and
     there is no regrowth loop. ``owner._cap`` remembers the largest tape seen."""
     cap = owner._cap[0]
     for _attempt in range(2):
-        tape, fo = run(*allocate_forward(B, C, NT, n_steps, cap, dtype, want_trace, aux))
+        tape, fo = run(*allocate_forward(B, C, NT, n_steps, cap, dtype, want_trace, aux, arrivals))
         if B == 0 or tape.n.max() <= cap:
             break
         cap = int(tape.n.max())
@@ -197,7 +211,7 @@ class CPUBackend:
             return tape, fo
 
         return sized_tape_run(self, B, int(net.sizes[-1]), int(net.sizes.sum()), n_steps, dtype, want_trace, run,
-                              bool(net.ada.any()))
+                              bool(net.ada.any()), bool(net.has_dly))
 
     def backward(self, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, record, tau=None, delays=0):
         from . import _kernels
@@ -221,13 +235,15 @@ class CPUBackend:
             z = np.zeros(1, dt_)
             zc = np.zeros((2, 4, 1), np.float64)
             tg = TauGrad(False, z, z, z, z, np.zeros((n_chunks, 0, 2), np.float64), False, zc, zc)
-        dg = DelayGrad(bool(delays), np.zeros((n_chunks, int(delays)), np.float64))
+        dg = DelayGrad(bool(delays), np.zeros((n_chunks, int(delays)), np.float64),
+                       np.zeros((n_chunks, NT if net.has_dly else 0), np.float64))
         _kernels.backward_batch(net, inp, ro, tape, fo, gr, n_steps, dt_.type(inv_T), bool(use_trace), dWc, dW,
                                 -1 if record is None else int(record), rec_V, rec_I, hits, tg, dg)
         dtau = tg.dtau.sum(axis=0) if tau is not None else None  # chunks in a fixed order
         dd = dg.dd.sum(axis=0) if delays else None
+        ddh = dg.dh.sum(axis=0) if net.has_dly else None  # chunks in a fixed order
         return (dW, int(hits.sum()), (rec_V if record is not None else None), (rec_I if record is not None else None),
-                dtau, dd)
+                dtau, dd, ddh)
 
 
 BACKENDS = ("auto", "cpu", "cuda")

@@ -89,6 +89,10 @@ class ModelConfig(_Strict):
     learn_delays: bool = Field(False, description="learn a delay per network input (ms, exact gradient of the "
                                "arrival times; arrivals rounded to the grid), initialised uniform in [0, max_delay_ms]")
     max_delay_ms: float = Field(100.0, ge=0, description="upper bound of learned input delays")
+    learn_hidden_delays: bool = Field(False, description="learn an axonal delay per hidden neuron (ms; its spikes reach "
+                                      "every target that much later; exact sub-step arrivals and gradient), "
+                                      "initialised uniform in [0, max_hidden_delay_ms]")
+    max_hidden_delay_ms: float = Field(20.0, ge=0, description="upper bound of learned hidden-neuron delays")
     neuron: Literal["lif", "alif"] = Field("lif", description="hidden neuron model: lif, or alif (adaptive threshold "
                                            "theta + A; A += adapt at each spike, decays with tau_adapt)")
     tau_adapt: float = Field(100.0, gt=0, description="alif: adaptation time constant (ms)")

@@ -281,6 +281,7 @@ class Forward:
     spikes: Tape = field(repr=False, default=None)
     outputs: ForwardOutputs = field(repr=False, default=None)
     backend: str = "cpu"
+    delay_layers: tuple = ()  # hidden layers with axonal delays (params 'delay<l>')
 
     @property
     def n_spikes(self) -> np.ndarray:
@@ -366,7 +367,7 @@ def forward(
     if dtype is None:
         dtype = np.float64 if all(params[k].dtype == np.float64 for k in spec.param_shapes()) else np.float32
     lay = layout(spec, dtype)
-    net = _net_arrays(lay, flatten(spec, params, dtype))
+    net = _net_arrays(lay, flatten(spec, params, dtype), hidden_delays(lay, params))
     B, N = batch.ptr.shape[0], batch.n_steps
     w_a, w_b, rate = _weight_arrays(weight, B, N, spec.dt, dtype)
     oo = int(lay.noff[-1])
@@ -383,6 +384,7 @@ def forward(
         trace=fo.trace if trace else None, first_spike=fo.fs_time, spike_counts=spike_counts,
         grazing=int(fo.graze.sum()), weight=(w_a, w_b, rate), layout=lay, net=net, inputs=inp, readout_weights=ro,
         spikes=tape, outputs=fo, backend=be.name,
+        delay_layers=tuple(l for l in range(len(spec.hidden)) if f"delay{l}" in params),
     )
 
 
@@ -414,9 +416,23 @@ def tau_step_derivatives(lay: Layout, dt: float) -> tuple:
     return tuple(np.ascontiguousarray(d[:, k], dtype=lay.alpha.dtype) for k in range(4))
 
 
-def _net_arrays(lay: Layout, W: np.ndarray) -> NetArrays:
+def hidden_delays(lay: Layout, params: dict) -> np.ndarray | None:
+    """Per neuron (all layers, float64) the axonal delays of ``params['delay<l>']``, or None when
+    no hidden layer has any."""
+    keys = [f"delay{l}" for l in range(len(lay.sizes) - 1)]
+    if not any(k in params for k in keys):
+        return None
+    d = np.zeros(int(lay.sizes.sum()), np.float64)
+    for l, k in enumerate(keys):
+        if k in params:
+            d[lay.noff[l] : lay.noff[l] + lay.sizes[l]] = np.asarray(params[k], np.float64)
+    return d
+
+
+def _net_arrays(lay: Layout, W: np.ndarray, dly: np.ndarray | None = None) -> NetArrays:
     return NetArrays(W, lay.sizes, lay.noff, lay.ff_off, lay.rec_off, lay.spiking, lay.thr, lay.uni, lay.alpha,
-                     lay.beta, lay.cfw, lay.cbw, lay.tau_s, lay.tau_m, lay.ada, lay.tau_a, lay.aa, lay.binc)
+                     lay.beta, lay.cfw, lay.cbw, lay.tau_s, lay.tau_m, lay.ada, lay.tau_a, lay.aa, lay.binc,
+                     np.zeros(1, np.float64) if dly is None else dly, dly is not None)
 
 
 def backward(fw: Forward, g: ReadoutGrads, record: int | None = None, taus: bool = False, out_taus: bool = False,
@@ -471,13 +487,18 @@ def backward(fw: Forward, g: ReadoutGrads, record: int | None = None, taus: bool
         tau = tau_step_derivatives(lay, fw.spec.dt) + (
             bool(out_taus), readout_coef_derivs(lay.tau_m[oo:], lay.tau_s[oo:], fw.spec.dt, rate),
             readout_coef_derivs(lay.tau_m[oo:], lay.tau_s[oo:], fw.spec.dt, 0.0))
-    dW, hits, rec_V, rec_I, dtau, dd = be.backward(fw.net, fw.inputs, fw.readout_weights, fw.spikes, fw.outputs, gr,
+    dW, hits, rec_V, rec_I, dtau, dd, ddh = be.backward(fw.net, fw.inputs, fw.readout_weights, fw.spikes, fw.outputs, gr,
                                                    N, 1.0 / (N * fw.spec.dt), use_trace, record, tau,
                                                    fw.spec.n_in if delays else 0)
     fw.bound_hits = int(hits)
     grads = unflatten(lay, dW)
     if delays:
         grads["delay_in"] = dd.astype(W.dtype)
+    if ddh is not None:  # axonal delays of hidden neurons: their gradients, for the layers that have them
+        for l in range(len(lay.sizes) - 1):
+            if l in fw.delay_layers:
+                o, n = int(lay.noff[l]), int(lay.sizes[l])
+                grads[f"delay{l}"] = ddh[o : o + n].astype(W.dtype)
     if taus:
         for l in range(len(lay.sizes) - (0 if out_taus else 1)):
             o, n = int(lay.noff[l]), int(lay.sizes[l])

@@ -17,8 +17,13 @@ with the analytic solution, s = time since the last event,
 
 the second form being valid (and accurate) also for tau_m == tau_s. Spiking neurons reset V to 0
 when V reaches the threshold theta; a spike of neuron i at time s makes the current of each
-target j jump by w_ij at the same time s (zero transmission delay). Input spikes do the same
-with the rows of ff0.
+target j jump by w_ij at s + d_i, d_i >= 0 the neuron's axonal delay (params["delay<l>"], shape
+(H_l,), hidden layers only; zero for layers without the entry and for the output, whose spikes go
+nowhere). Input spikes do the same with the rows of ff0, without delay.
+
+Delayed spikes: the emission resets the neuron at t_c as always, and the arrival at t_a = t_c + d_i
+is an event of its own, kept in a time-ordered queue until then (arrivals at t_a >= T are never
+delivered). A spike with d_i == 0 is delivered at its emission, as if there were no queue.
 
 Threshold crossings: between two events V(s) = A e^{-s/tau_m} + B e^{-s/tau_s}, so
 e^{s/tau_m} dV/ds = -A/tau_m - (B/tau_s) e^{-r s} is monotone in s: dV/ds has at most one zero,
@@ -51,8 +56,11 @@ needed for equal time constants, and nearly equal ones only make s_c inaccurate 
 the LIF layer's results bit for bit. The cheap LIF pre-filter compares its bound of V with
 theta + A0 e^{-S/tau_a} <= theta + A(s) on [0, S], so it never skips a crossing.
 
-Roots are found with scipy.optimize.brentq to ~1e-15 ms. Events are processed in time order;
-exactly simultaneous events (measure zero) are not treated specially.
+Roots are found with scipy.optimize.brentq to ~1e-15 ms. Events are processed in time order:
+the next one is the earliest of the next input spike, the earliest pending arrival (first on a
+tie with an input) and the earliest threshold crossing before both (an arrival changes the
+trajectories, so crossings are searched only up to it). Other exactly simultaneous events
+(measure zero) are not treated specially.
 
 Readouts over [0, T] (output layer): the weighted time average (1/T) int w(t) V_k(t) dt for any
 number of weight functions, the continuous maximum of V_k and its time, the time average of the
@@ -63,6 +71,7 @@ V_k(T), and the first spike time of spiking output neurons (inf if none).
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -224,7 +233,9 @@ class SimResult:
     n_events: int = 0
     # what the maximum of V_k sits on: ("smooth",) an interior maximum (dV/dt = 0), ("end",) t = T,
     # ("start",) t = 0, ("input",) an input arrival, ("spike", layer, neuron, occurrence) the
-    # arrival of that spike (a kink: V rises before it, falls after it)
+    # arrival of that spike (a kink: V rises before it, falls after it; occurrence counts the
+    # neuron's spikes from 0), ("emit", layer, neuron, occurrence) the emission of a delayed spike
+    # (V is smooth there: no kink)
     vmax_event: list = field(default_factory=list)
     vmax_slope: np.ndarray | None = None  # (C,) dV_k/dt just before the time of the maximum
 
@@ -247,6 +258,17 @@ class ExactNetwork:
         self.ta = [_per_neuron(getattr(ly, "tau_adapt", 100.0), ly.size) if a else None
                    for ly, a in zip(layers, self.alif)]
         self.beta = [float(getattr(ly, "adapt", 0.1)) if a else 0.0 for ly, a in zip(layers, self.alif)]
+        # per-neuron axonal delays (ms) of the hidden layers that have a "delay<l>" entry; None: all zero
+        params = dict(params)
+        self.delay = [None] * (self.L + 1)
+        for l in range(self.L):
+            d = params.pop(f"delay{l}", None)
+            if d is None:
+                continue
+            d = np.asarray(d, dtype=np.float64)
+            assert d.shape == (self.sizes[l],), (f"delay{l}", d.shape, self.sizes[l])
+            assert np.all(np.isfinite(d)) and np.all(d >= 0.0), f"delay{l} must be finite and >= 0: {d}"
+            self.delay[l] = d
         self.W = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
         expected = spec.param_shapes()
         assert set(expected) == set(self.W), (sorted(expected), sorted(self.W))
@@ -275,9 +297,10 @@ class ExactNetwork:
     def _track_max(self, t0, S, V0, I0, acc, end_event):
         """Update the running maximum of each output voltage with the interval [t0, t0 + S].
 
-        end_event says what ends the interval: ("spike", layer, neuron, occurrence), ("input",)
-        or ("end",). A maximum at the end of an interval that a spike ends is a kink of V
-        (the spike's current jump turns V down), not a smooth maximum.
+        end_event says what ends the interval: ("spike", layer, neuron, occurrence) (the arrival
+        of that spike), ("emit", layer, neuron, occurrence) (the emission of a delayed spike),
+        ("input",) or ("end",). A maximum at the end of an interval that a spike arrival ends is a
+        kink of V (the spike's current jump turns V down), not a smooth maximum.
         """
         L = self.L
         cand = np.nonzero(v_upper_bound(V0, I0, self.tm[L], S) > acc["vmax"])[0]
@@ -296,6 +319,13 @@ class ExactNetwork:
                     acc["vmax_slope"][k] = slope
 
     # ------------------------------------------------------------------ simulation
+    def _deliver(self, I, l, i):
+        """The arrival of a spike of neuron i of hidden layer l: its targets' currents jump."""
+        if l < self.L:
+            I[l + 1] += self.W[f"ff{l + 1}"][i]
+        if self.rec[l]:
+            I[l] += self.W[f"rec{l}"][i]
+
     def simulate(self, times, units, T, label=None, weight_fns=None, want_max=True, first_output_only=False) -> SimResult:
         """Simulate one sample over [0, T].
 
@@ -328,11 +358,14 @@ class ExactNetwork:
         min_slope = np.inf
         t = 0.0
         q = 0  # next input spike
+        pending = []  # heap of the delayed arrivals to come: (t_a, layer, neuron, occurrence)
         n_events = 0
         while True:
             t_in = times[q] if q < len(times) else T
-            S = t_in - t
-            # earliest threshold crossing before the next input event
+            # the next arrival if it comes no later than the next input (it goes first on a tie)
+            arr = pending[0] if pending and pending[0][0] <= t_in else None
+            S = (t_in if arr is None else arr[0]) - t
+            # earliest threshold crossing before the next input or arrival event
             best = None
             if S > 0:
                 for l in range(nL):
@@ -364,7 +397,10 @@ class ExactNetwork:
             if step > 0:
                 self._quad(t, t + step, V[L], I[L], weight_fns, T, label, acc)
                 if best is not None:
-                    end_event = ("spike", best[1], best[2], int(n_sp[best[1]][best[2]]))
+                    delayed = self.delay[best[1]] is not None and self.delay[best[1]][best[2]] != 0.0
+                    end_event = ("emit" if delayed else "spike", best[1], best[2], int(n_sp[best[1]][best[2]]))
+                elif arr is not None:
+                    end_event = ("spike",) + arr[1:]
                 else:
                     end_event = ("input",) if q < len(times) else ("end",)
                 if want_max:
@@ -385,13 +421,20 @@ class ExactNetwork:
                     min_slope = min(min_slope, I[l][i] - self.theta[l])
                 V[l][i] = 0.0
                 spikes[l].append((t, i))
+                occurrence = int(n_sp[l][i])
                 n_sp[l][i] += 1
                 if l == L and not np.isfinite(first[i]):
                     first[i] = t
-                if l < L:
-                    I[l + 1] += self.W[f"ff{l + 1}"][i]
-                if self.rec[l]:
-                    I[l] += self.W[f"rec{l}"][i]
+                d = 0.0 if self.delay[l] is None else self.delay[l][i]
+                if d == 0.0:
+                    self._deliver(I, l, i)
+                elif t + d < T:  # later arrivals are never delivered
+                    heapq.heappush(pending, (t + d, l, i, occurrence))
+                continue
+            if arr is not None:
+                heapq.heappop(pending)
+                self._deliver(I, arr[1], arr[2])
+                t = arr[0]
                 continue
             if q < len(times):
                 # every input spike at this time arrives now
@@ -487,25 +530,34 @@ class FDResult:
     extra: dict = field(default_factory=dict)  # name -> grads of extra functionals
 
 
-def fd_gradients(spec, params, samples, T, losses, h=1e-5, extra_fns=None):
+def fd_gradients(spec, params, samples, T, losses, h=1e-5, extra_fns=None, keys=None):
     """Central differences of every loss (and of optional extra functionals
-    f(results) -> float) with respect to every weight, from 2 simulations per weight."""
+    f(results) -> float) with respect to every entry of params (weights and any "delay<l>"
+    arrays), from 2 simulations per entry; keys: only these params (default all; the others'
+    grads stay 0).
+
+    A delay below h (typically 0) cannot go to d - h: it gets the one-sided second-order
+    difference (4 f(d + h) - f(d + 2h) - 3 f(d)) / (2h), the derivative from the right.
+    """
     params = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
+    keys = list(params) if keys is None else list(keys)
     extra_fns = extra_fns or {}
     base_vals, base_res = loss_values(spec, params, samples, T, losses, want_max=True, first_output_only=False)
+    base_extra = {name: f(base_res) for name, f in extra_fns.items()}
     sig0 = _signature(base_res)
     tmax0 = np.array([r.tmax for r in base_res])
     grads = {loss.name: {k: np.zeros_like(v) for k, v in params.items()} for loss in losses}
     eg = {name: {k: np.zeros_like(v) for k, v in params.items()} for name in extra_fns}
     unstable = []
-    for k, P in params.items():
-        for idx in np.ndindex(P.shape):
+    for k in keys:
+        for idx in np.ndindex(params[k].shape):
             vals = []
             evals = []
             ok = True
-            for sgn in (1.0, -1.0):
+            one_sided = k.startswith("delay") and params[k][idx] < h  # a delay must stay >= 0
+            for step in ((h, 2 * h) if one_sided else (h, -h)):
                 p2 = {kk: vv.copy() for kk, vv in params.items()}
-                p2[k][idx] += sgn * h
+                p2[k][idx] += step
                 v, res = loss_values(spec, p2, samples, T, losses, want_max=True, first_output_only=False)
                 if _signature(res) != sig0:
                     ok = False
@@ -515,8 +567,12 @@ def fd_gradients(spec, params, samples, T, losses, h=1e-5, extra_fns=None):
                 evals.append({name: f(res) for name, f in extra_fns.items()})
             if not ok:
                 unstable.append((k, idx))
+            if one_sided:
+                diff = lambda f1, f2, f0: (4.0 * f1 - f2 - 3.0 * f0) / (2 * h)  # noqa: E731
+            else:
+                diff = lambda f1, f2, f0: (f1 - f2) / (2 * h)  # noqa: E731
             for loss in losses:
-                grads[loss.name][k][idx] = (vals[0][loss.name] - vals[1][loss.name]) / (2 * h)
+                grads[loss.name][k][idx] = diff(vals[0][loss.name], vals[1][loss.name], base_vals[loss.name])
             for name in extra_fns:
-                eg[name][k][idx] = (evals[0][name] - evals[1][name]) / (2 * h)
+                eg[name][k][idx] = diff(evals[0][name], evals[1][name], base_extra[name])
     return FDResult(grads, base_vals, base_res, unstable, eg)

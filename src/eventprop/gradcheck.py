@@ -295,8 +295,8 @@ def reduce_problem(spec: NetworkSpec, params: dict, samples: list, T: float, los
         p[f"ff{l}"] = rescale(params[f"ff{l}"], pre[l], post)
         if l < L and f"rec{l}" in params:
             p[f"rec{l}"] = rescale(params[f"rec{l}"], keep_h[l], keep_h[l])
-        for k in (f"tau_mem{l}", f"tau_syn{l}"):  # learned time constants of the kept neurons
-            if k in params:
+        for k in (f"tau_mem{l}", f"tau_syn{l}") + ((f"delay{l}",) if l < L else ()):  # per-neuron parameters
+            if k in params:                                                         # of the kept neurons
                 p[k] = np.asarray(params[k], np.float64)[post].copy()
     if "delay_in" in params:  # learned input delays of the kept inputs
         p["delay_in"] = np.asarray(params["delay_in"], np.float64)[keep_in].copy()
@@ -340,6 +340,10 @@ def problem_from_config(cfg, params: dict | None = None, n_in: int = 50, n_hidde
             if learn:
                 for k, v in ((f"tau_mem{l}", layers[l].tau_mem), (f"tau_syn{l}", layers[l].tau_syn)):
                     params[k] = np.broadcast_to(np.asarray(v, np.float64), (layers[l].size,)).copy()
+        if cfg.model.learn_hidden_delays:  # as the trainer (exact sub-step arrivals: any value)
+            for l, h in enumerate(spec.hidden):
+                params[f"delay{l}"] = np.random.default_rng([cfg.train.seed, 78, l]).uniform(
+                    0.0, cfg.model.max_hidden_delay_ms, h.size)
         if cfg.model.learn_delays:  # on the grid, so the engine sees the exact simulator's arrivals
             params["delay_in"] = np.round(np.random.default_rng([cfg.train.seed, 77]).uniform(
                 0.0, cfg.model.max_delay_ms, spec.n_in) / cfg.model.dt_ms) * cfg.model.dt_ms

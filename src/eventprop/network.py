@@ -184,7 +184,13 @@ def check_params(spec: NetworkSpec, params: dict[str, np.ndarray]) -> None:
     shapes = spec.param_shapes()
     taus = tau_shapes(spec)
     missing = set(shapes) - set(params)
-    extra = set(params) - set(shapes) - set(taus) - {"delay_in"}
+    dly = {f"delay{l}": (h.size,) for l, h in enumerate(spec.hidden)}
+    extra = set(params) - set(shapes) - set(taus) - set(dly) - {"delay_in"}
+    for k in set(params) & set(dly):
+        d = np.asarray(params[k])
+        if d.shape != dly[k] or not np.all(np.isfinite(d)) or np.any(d < 0):
+            raise ConfigError(f"parameters[{k!r}]: expected {dly[k][0]} finite delays >= 0 ms (one per neuron), "
+                              f"got shape {d.shape}")
     if "delay_in" in params:
         d = np.asarray(params["delay_in"])
         if d.shape != (spec.n_in,) or not np.all(np.isfinite(d)) or np.any(d < 0):

@@ -92,6 +92,8 @@ def export_nir(spec: NetworkSpec, params: dict, delay_copies: int = 1, delay_ms:
     check_params(spec, params)
     if "delay_in" in params:
         raise UserError("NIR export of learned input delays is not supported yet (the network has 'delay_in')")
+    if any(k.startswith("delay") and k != "delay_in" for k in params):
+        raise UserError("NIR export of hidden-neuron delays is not supported yet (the network has 'delay<l>')")
     if any(h.neuron != "lif" for h in spec.hidden):
         raise UserError("NIR export of adaptive (alif) neurons is not supported: NIR has no adaptive-threshold node")
     from .network import with_param_taus

@@ -247,6 +247,11 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
     if cfg.model.learn_delays and "delay_in" not in params:  # learned input delays, spread over [0, max]
         params["delay_in"] = np.random.default_rng([cfg.train.seed, 77]).uniform(
             0.0, cfg.model.max_delay_ms, spec.n_in).astype(dtype)
+    if cfg.model.learn_hidden_delays:  # axonal delays of hidden neurons, spread over [0, max]
+        for l, h in enumerate(spec.hidden):
+            if f"delay{l}" not in params:
+                params[f"delay{l}"] = np.random.default_rng([cfg.train.seed, 78, l]).uniform(
+                    0.0, cfg.model.max_hidden_delay_ms, h.size).astype(dtype)
     layers = list(spec.hidden) + [spec.output]
     for l, learn in enumerate(cfg.model.learn_tau_list() + [cfg.model.learn_out_tau]):  # learned taus: parameters
         if learn and f"tau_mem{l}" not in params:
@@ -327,6 +332,9 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
                 clamp_taus(params)
                 if "delay_in" in params:
                     np.clip(params["delay_in"], 0.0, cfg.model.max_delay_ms, out=params["delay_in"])
+                for l in range(len(spec.hidden)):
+                    if f"delay{l}" in params:
+                        np.clip(params[f"delay{l}"], 0.0, cfg.model.max_hidden_delay_ms, out=params[f"delay{l}"])
             else:
                 skipped += 1
             tm["optimiser"] += time.perf_counter() - to0
