@@ -18,6 +18,7 @@ import pytest
 from eventprop.backend import cuda_usable, get_backend, set_backend
 from eventprop.engine import ReadoutWeight, backward, forward
 from eventprop.errors import UserError
+from eventprop.neurons import MODELS
 from test_engine_reference import CASES, make_case
 
 BACKENDS = ["cpu"] + (["cuda"] if cuda_usable() else [])
@@ -36,10 +37,19 @@ def run(backend, name, seed, dtype, B=SIZES["B"], n_steps=SIZES["n_steps"]):
     return fw, g
 
 
+def _supported(backend, name):
+    """Whether ``backend`` runs the case's neuron models (eventprop.neurons.MODELS)."""
+    return all(backend in MODELS[h.neuron].backends for h in CASES[name]["hidden"])
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", list(CASES))
 def test_backend_contract(backend, name):
     dtype = np.float32
+    if not _supported(backend, name):  # a one-line error, not a wrong answer
+        with pytest.raises(UserError, match="cpu backend only"):
+            run(backend, name, 0, dtype)
+        return
     ref_fw, ref_g = run("cpu", name, 0, dtype)
     fw, g = run(backend, name, 0, dtype)
     assert fw.backend == backend
