@@ -125,3 +125,25 @@ def test_bad_delays_are_one_line_errors():
     for bad in (np.full(3, 1.0), np.array([1.0, -1.0, 0.0, 2.0]), np.array([1.0, np.nan, 0.0, 2.0])):
         with pytest.raises(ConfigError, match="delay0"):
             forward(spec, {**p, "delay0": bad}, None)
+
+
+def test_learned_hidden_delays_train_resume_and_stay_in_range(tmp_path):
+    from eventprop.config import resolve
+    from eventprop.io import load_npz
+    from eventprop.train import run
+
+    sets = ["data.n_val=100", "data.limit_train=200", "data.limit_test=100", "model.dt_ms=0.5", "model.hidden=[20]",
+            "model.recurrent=true", "train.lr=5e-2", "model.learn_hidden_delays=true", "model.max_hidden_delay_ms=4",
+            "model.neuron=alif"]
+    s = run(resolve(None, sets + ["train.epochs=2"]), tmp_path / "r", quiet=True, log=lambda *a: None)
+    d0 = load_npz(tmp_path / "r" / "checkpoint.npz")["param/delay0"]
+    assert d0.shape == (20,) and d0.min() >= 0.0 and d0.max() <= 4.0
+    assert np.isfinite(s["test_accuracy"])
+    # two epochs, then a third by --resume: the numbers of three epochs in one go
+    run(resolve(None, sets + ["train.epochs=3"]), tmp_path / "r", resume=True, quiet=True, log=lambda *a: None)
+    s3 = run(resolve(None, sets + ["train.epochs=3"]), tmp_path / "one", quiet=True, log=lambda *a: None)
+    a = load_npz(tmp_path / "r" / "checkpoint.npz")["param/delay0"]
+    b = load_npz(tmp_path / "one" / "checkpoint.npz")["param/delay0"]
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(b - d0).max() > 1e-4  # they moved
+    assert np.isfinite(s3["test_accuracy"])
