@@ -483,52 +483,38 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                 continue
             th = thr[l]
             j_end = noff[l] + sizes[l]
-            if ada[l]:  # adaptive threshold theta + A: the same tests on V - A (eventprop.neurons.alif)
-                for blk in range(noff[l], j_end, 32):
-                    blk_end = min(blk + 32, j_end)
-                    if _alif.count_near(V[blk:blk_end], I[blk:blk_end], A[blk:blk_end], th, qm[blk:blk_end]) == 0:
-                        continue
-                    for j in range(blk, blk_end):
-                        a1 = A[j]
-                        thj = th + a1
-                        if V[j] < thj:  # below at the end: needs a maximum inside (falling now) near enough
-                            if not (I[j] - V[j]) / tau_m[j] + a1 / tau_a[j] < 0.0 or V[j] + qm[j] * (V[j] - I[j]) < thj:
-                                continue
-                        i_old = I[j] / beta[j]
-                        v_old = (V[j] - cfw[j] * i_old) / alpha[j]
-                        a_old = a1 / aa[j]
-                        u = _alif.first_crossing(v_old, i_old, a_old, th, tau_m[j], tau_s[j], tau_a[j], dt)
-                        if u < 0.0:
-                            continue
-                        c_j[K] = j
-                        c_u[K] = u
-                        c_v[K] = v_old
-                        c_i[K] = i_old
-                        c_a[K] = a_old
-                        c_ul[K] = 0.0
-                        c_corr[K] = 0.0
-                        c_alive[K] = 1
-                        K += 1
-                continue
+            ad = ada[l]  # adaptive threshold theta + A (eventprop.neurons.alif): the same tests on V - A
             for blk in range(noff[l], j_end, 32):
                 blk_end = min(blk + 32, j_end)
-                if _count_near(V[blk:blk_end], I[blk:blk_end], th, qm[blk:blk_end]) == 0:
+                if ad:
+                    if _alif.count_near(V[blk:blk_end], I[blk:blk_end], A[blk:blk_end], th, qm[blk:blk_end]) == 0:
+                        continue
+                elif _count_near(V[blk:blk_end], I[blk:blk_end], th, qm[blk:blk_end]) == 0:
                     continue  # vectorised test: most blocks are far from threshold
                 for j in range(blk, blk_end):
-                    if V[j] < th:
+                    a1 = A[j] if ad else 0.0
+                    thj = th + a1
+                    if V[j] < thj:
                         # below threshold at both ends: a crossing needs an interior maximum
-                        if not I[j] < V[j] or V[j] + qm[j] * (V[j] - I[j]) < th:
+                        falling = (I[j] - V[j]) / tau_m[j] + a1 / tau_a[j] < 0.0 if ad else I[j] < V[j]
+                        if not falling or V[j] + qm[j] * (V[j] - I[j]) < thj:
                             continue
                     # values at t_n, recovered from the step's exact update
                     i_old = I[j] / beta[j]
                     v_old = (V[j] - cfw[j] * i_old) / alpha[j]
-                    u = _first_crossing(v_old, i_old, V[j], I[j], th, tau_m[j], tau_s[j], dt)
+                    a_old = 0.0
+                    if ad:
+                        a_old = a1 / aa[j]
+                        u = _alif.first_crossing(v_old, i_old, a_old, th, tau_m[j], tau_s[j], tau_a[j], dt)
+                    else:
+                        u = _first_crossing(v_old, i_old, V[j], I[j], th, tau_m[j], tau_s[j], dt)
                     if u < 0.0:
                         continue
                     c_j[K] = j
                     c_u[K] = u
                     c_v[K] = v_old
                     c_i[K] = i_old
+                    c_a[K] = a_old
                     c_ul[K] = 0.0
                     c_corr[K] = 0.0
                     c_alive[K] = 1
