@@ -5,7 +5,8 @@ with per-layer offsets ``noff``; all weight matrices live in one flat buffer ``W
 offsets ``ff_off`` (connection into layer l, rows = presynaptic neurons) and ``rec_off`` (-1 when
 layer l is not recurrent). One sample is simulated serially; samples are spread over a fixed
 number of chunks (``prange``), each with private gradient buffers, so results do not depend on
-the number of threads.
+the number of threads. The neuron models' own pieces (propagators, crossing solvers, spike
+slope, adjoint jump) live in eventprop.neurons; these kernels choose them per layer.
 """
 
 from collections import namedtuple

@@ -69,7 +69,17 @@ the sub-step effects of same-step spikes on one another are first order in the c
 the max readout misses smooth maxima between grid samples (O(dt^2) in value). The finite-
 difference tests measure what that leaves (docs/gradient-checks.md).
 
-The tape holds (step, neuron, d, delta) per spike: memory grows with spikes, not with trial length.
+Adaptive neurons (``LayerSpec.neuron = "alif"``, eventprop.neurons.alif) use the same steps with
+the threshold theta + A (A jumps by ``adapt`` at the neuron's spikes and decays with tau_adapt),
+d = tau_m d(V - A)/dt at the spike and their own adjoint jump (lambda_A). Axonal delays of hidden
+neurons (``params['delay<l>']``) separate a spike's emission (reset, own jump) from its arrival at
+t_c + d, which is delivered as in forward step 1 at the first grid time after it and, inside its
+step, moves the crossings after it as in forward step 5; in the backward pass the arrival forms
+the weight gradients and the feedback (= dL/d(arrival time), hence dL/dd) that the emission's jump
+uses (docs/method.md).
+
+The tape holds (step, neuron, d, delta) per spike (plus A per spike with alif, and an arrival
+tape with delays): memory grows with spikes, not with trial length.
 """
 
 from __future__ import annotations
