@@ -17,6 +17,7 @@ from numba import njit, prange
 from .neurons.lif import (_count_near, _decay_rows, _dprop, _dprop_r, _first_crossing, _kap,  # noqa: F401
                           _kap_area, _kap_e, _rates, _sliver_crossing)
 from .neurons import alif as _alif
+from .neurons import lif as _lif
 
 # per-chunk work arrays of the forward pass
 _FwdScratch = namedtuple("_FwdScratch", "V I qm mark prev_ids cur_ids prev_delta cur_delta prev_tidx cur_tidx "
@@ -210,7 +211,7 @@ def _arrivals(
                     else:
                         sj = _sliver_crossing(V[j], I[j], th, tau_m[j], tau_s[j], smax)
                         ic = I[j] * np.exp(sj / tau_s[j])
-                        d = ic - th
+                        d = _lif.slope_at_spike(ic, th)
                     if not d >= grazing_eps:
                         d = grazing_eps
                         graze += 1
@@ -592,7 +593,7 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                 d = _alif.slope_at_spike(ic, ac, th, tau_m[j], tau_a[j])
                 A[j] += binc[j] * np.exp(-delta / tau_a[j])  # A jumps by beta at t_c
             else:
-                d = ic - th
+                d = _lif.slope_at_spike(ic, th)
             if not d >= grazing_eps:
                 d = grazing_eps
                 graze += 1
@@ -968,7 +969,7 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
                                             fb + extra, thr[l], tau_m[nid], tau_a[nid], binc[nid])
                 lamA[nid] = min(max(lamA[nid] + ja / g_i, -LAMBDA_MAX), LAMBDA_MAX)  # expressed at t_m
             else:
-                jv = (thr[l] * a_i * lamV[nid] + fb + extra) / tape_d[b, e]
+                jv = _lif.adjoint_jump(a_i * lamV[nid], tape_d[b, e], fb + extra, thr[l])
             if l < L:
                 jv -= reg[b, nid] / (thr[l] * tau_m[nid])
             k_i = _kap_e(delta, tau_m[nid], tau_s[nid], a_i, b_i)

@@ -8,9 +8,9 @@ below, then V -> 0 (I unchanged); every input or spike arrival makes I jump by i
 * its derivatives in tau_m, tau_s, for learned time constants (``_dprop``, ``_dprop_r``);
 * the threshold crossing inside a step (``_count_near`` block test, ``_first_crossing`` with
   ``_peak`` and ``_crossing``) and before a grid time (``_sliver_crossing``);
-* reset V -> 0 and the adjoint jump (theta lambda_V + feedback) / (tau_m dV/dt) are written in the
-  kernels, where they are shared with the adaptive neuron (eventprop.neurons.alif reduces to
-  them with no adaptation).
+* the slope at a spike, d = tau_m dV/dt = I - theta (``slope_at_spike``), and the adjoint jump of
+  lambda_V there, (theta lambda_V + feedback) / d (``adjoint_jump``); the reset V -> 0 is the
+  kernels' (shared with eventprop.neurons.alif, which reduces to these with no adaptation).
 """
 
 import numpy as np
@@ -261,3 +261,16 @@ def _sliver_crossing(v, i, th, tm, ts, smax):
         else:
             hi = mid
     return 0.5 * (lo + hi)
+
+
+@njit(cache=True, inline="always")
+def slope_at_spike(ic, th):
+    """d = tau_m dV/dt just before a spike with current ic (V = theta)."""
+    return ic - th
+
+
+@njit(cache=True, inline="always")
+def adjoint_jump(lvp, d, y, th):
+    """The jump of lambda_V at a spike, from its value just after it (lvp), the tape's d and the
+    feedback y (the targets' sum_j w_ij (lambda_V,j - lambda_I,j) and loss terms in the spike time)."""
+    return (th * lvp + y) / d
