@@ -236,8 +236,8 @@ def _arrivals(
                             tidx[n_list] = ntape - 1
                             n_list += 1
                         else:
-                            _, sch_n = _schedule(j, ntape - 1, n, dly[j] - sj, dt, n_steps, False, sch_src, sch_u,
-                                                 sch_tidx, 0, 0, sch_g, sch_u, sch_src, sch_tidx, sch_n)
+                            sch_n = _schedule(j, ntape - 1, n, dly[j] - sj, dt, n_steps, sch_g, sch_u, sch_src,
+                                              sch_tidx, sch_n)
                     V[j] = ic * _kap(sj, tau_m[j], tau_s[j])
                     counts[j] += 1
                     if l == L and fs_step[j - oo] < 0:
@@ -263,22 +263,18 @@ def _pend_insert(j, tidx, ua, p_src, p_u, p_tidx, n_pend, p_next):
 
 
 @njit(cache=True)
-def _schedule(j, tidx, n, tr, dt, n_steps, in_step, p_src, p_u, p_tidx, n_pend, p_next, sch_g, sch_u, sch_src,
-              sch_tidx, sch_n):
-    """The arrival of neuron j's spike (tape index tidx) at t_n + tr, tr >= 0: with ``in_step`` and
-    tr <= dt a pending arrival of the step [t_n, t_{n+1}]; otherwise scheduled for the step that
-    ends at the first grid time t_g >= its time (as the event at tr - (g - n - 1) dt inside it),
-    dropped after the trial. Returns (n_pend, sch_n)."""
-    if in_step and tr <= dt:
-        return _pend_insert(j, tidx, tr, p_src, p_u, p_tidx, n_pend, p_next), sch_n
+def _schedule(j, tidx, n, tr, dt, n_steps, sch_g, sch_u, sch_src, sch_tidx, sch_n):
+    """The arrival of neuron j's spike (tape index tidx) at t_n + tr, tr > 0, scheduled for the step
+    that ends at the first grid time t_g >= its time (as the event at tr - (g - n - 1) dt inside
+    it); dropped after the trial. Returns the new schedule length."""
     k = max(int(np.ceil(tr / dt)), 1)
     if n + k > n_steps:
-        return n_pend, sch_n
+        return sch_n
     sch_g[sch_n] = n + k
     sch_u[sch_n] = tr - (k - 1) * dt
     sch_src[sch_n] = j
     sch_tidx[sch_n] = tidx
-    return n_pend, sch_n + 1
+    return sch_n + 1
 
 
 @njit(cache=True)
@@ -615,8 +611,11 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                 fs_time[j - oo] = (n + frac) * dt
             if has_dly:  # its arrival t_c + d_j: later in this step (pending, in time order) or scheduled
                 if l < L:
-                    n_pend, sch_n = _schedule(j, ntape - 1, n, u + dly[j], dt, n_steps, True, p_src, p_u, p_tidx,
-                                              n_pend, p_next, sch_g, sch_u, sch_src, sch_tidx, sch_n)
+                    tr = u + dly[j]
+                    if tr <= dt:
+                        n_pend = _pend_insert(j, ntape - 1, tr, p_src, p_u, p_tidx, n_pend, p_next)
+                    else:
+                        sch_n = _schedule(j, ntape - 1, n, tr, dt, n_steps, sch_g, sch_u, sch_src, sch_tidx, sch_n)
             else:
                 cur_ids[n_cur] = j
                 cur_delta[n_cur] = delta

@@ -185,7 +185,7 @@ def _make_layout(spec: NetworkSpec, dtype) -> Layout:
     ada = np.array([int(getattr(ly, "neuron", "lif") == "alif") for ly in layers], dtype=np.int64)
     tau_a = np.concatenate([np.full(ly.size, float(ly.tau_adapt) if a else 1.0) for ly, a in zip(layers, ada)])
     binc = np.concatenate([np.full(ly.size, float(ly.adapt) if a else 0.0) for ly, a in zip(layers, ada)])
-    aa = np.exp(-dt / tau_a) * np.repeat(ada, sizes) + (1 - np.repeat(ada, sizes))  # 1 where not adaptive
+    aa = np.where(np.repeat(ada, sizes) == 1, np.exp(-dt / tau_a), 1.0)  # 1 where not adaptive
     f = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
     return Layout(
         sizes, noff, ff_off, rec_off, spiking, thr, uni, f(alpha), f(beta), f(cfw), f(cbw), f(ts), f(tm),
