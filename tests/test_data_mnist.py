@@ -14,7 +14,7 @@ from eventprop.data import latency_encode, load_mnist, read_idx
 from eventprop.data import mnist as mnist_mod
 from eventprop.errors import DataError, UserError
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"  # shared/ beside the repository
+from shared_data import MNIST as REAL, need  # shared/ beside the repository
 NAMES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 
 
@@ -49,9 +49,7 @@ def write_set(folder: Path, n_train=6, n_test=4, gz=True, seed=0, overrides=None
 
 @pytest.fixture(scope="module")
 def real():
-    if not REAL.is_dir():
-        pytest.fail(f"real MNIST files not found in {REAL} (shared/ must sit beside the repository)")
-    return load_mnist(REAL, download=False)
+    return load_mnist(need(REAL), download=False)
 
 
 def test_real_counts_and_labels(real):
@@ -81,9 +79,7 @@ def test_real_spike_counts_and_formula(real):
 
 
 def test_real_validation_split_and_limits():
-    if not REAL.is_dir():
-        pytest.fail(f"real MNIST files not found in {REAL} (shared/ must sit beside the repository)")
-    d = load_mnist(REAL, download=False, n_val=500, seed=1, limit_train=3000, limit_test=100,
+    d = load_mnist(need(REAL), download=False, n_val=500, seed=1, limit_train=3000, limit_test=100,
                    trial_ms=30.0, dt_ms=0.5)
     assert len(d["train"]) == 2500 and len(d["val"]) == 500 and len(d["test"]) == 100
     for ds in d.values():
@@ -166,9 +162,27 @@ def test_missing_file_no_download(tmp_path):
 
 def test_download_failure_is_clear(tmp_path, monkeypatch):
     monkeypatch.setitem(mnist_mod.MIRRORS, "mnist", [(tmp_path / "nowhere").as_uri() + "/"])
+    (tmp_path / "data").mkdir()
     with pytest.raises(DataError, match="train-images-idx3-ubyte.*missing in.*download failed"):
         load_mnist(tmp_path / "data", download=True)
     assert not list((tmp_path / "data").glob("*"))  # no partial files left
+
+
+def test_a_missing_explicit_folder_is_refused_not_created(tmp_path, monkeypatch):
+    """A mistyped data.path gives one line and creates nothing, even with downloads on; only the
+    download cache ($EVENTPROP_DATA/<name>, ~/.cache/eventprop/<name>) is created."""
+    mirror = tmp_path / "mirror"
+    write_set(mirror)
+    monkeypatch.setitem(mnist_mod.MIRRORS, "mnist", [mirror.as_uri() + "/"])
+    monkeypatch.setitem(mnist_mod.MD5, "mnist", {})
+    for download in (True, False):
+        with pytest.raises(DataError, match="does not exist") as e:
+            load_mnist(tmp_path / "typo" / "mnist", download=download)
+        assert "\n" not in str(e.value) and "download cache" in str(e.value)
+        assert not (tmp_path / "typo").exists()
+    monkeypatch.setenv("EVENTPROP_DATA", str(tmp_path / "cache"))
+    assert len(load_mnist()["train"]) == 6  # the cache folder is made and filled
+    assert (tmp_path / "cache" / "mnist" / (NAMES[0] + ".gz")).is_file()
 
 
 def test_download_with_checksum(tmp_path, monkeypatch):
@@ -177,6 +191,8 @@ def test_download_with_checksum(tmp_path, monkeypatch):
     sums = {n + ".gz": hashlib.md5((mirror / (n + ".gz")).read_bytes()).hexdigest() for n in NAMES}
     monkeypatch.setitem(mnist_mod.MIRRORS, "mnist", [mirror.as_uri() + "/"])
     monkeypatch.setitem(mnist_mod.MD5, "mnist", sums)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "other").mkdir()
     d = load_mnist(tmp_path / "data")
     assert len(d["train"]) == 6 and (tmp_path / "data" / (NAMES[0] + ".gz")).is_file()
     # a checksum mismatch is a failed download, and leaves nothing behind

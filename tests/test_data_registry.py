@@ -9,7 +9,7 @@ from eventprop.data import DATASETS, load_dataset, save_spikes
 from eventprop.errors import ConfigError, DataError
 from eventprop.events import EventDataset, make_batch
 
-REAL_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"  # shared/ beside the repository
+from shared_data import MNIST as REAL_MNIST, need  # shared/ beside the repository
 
 
 def test_unknown_name_lists_valid_names():
@@ -36,9 +36,7 @@ def test_unknown_option():
 
 
 def test_mnist_through_registry(tmp_path):
-    if not REAL_MNIST.is_dir():
-        pytest.fail(f"real MNIST files not found in {REAL_MNIST} (shared/ must sit beside the repository)")
-    d = load_dataset("mnist", REAL_MNIST, trial_ms=20.0, dt_ms=1.0, n_val=10, download=False,
+    d = load_dataset("mnist", need(REAL_MNIST), trial_ms=20.0, dt_ms=1.0, n_val=10, download=False,
                      limit_train=100, limit_test=20)
     assert (len(d["train"]), len(d["val"]), len(d["test"])) == (90, 10, 20)
     # fashion: same reader, other folder (here: a missing one, offline)

@@ -211,6 +211,7 @@ def test_missing_offline(tmp_path, monkeypatch):
         load_shd(tmp_path, download=False)
     nowhere = (tmp_path / "nowhere").as_uri() + "/"
     monkeypatch.setattr(shd_mod, "SOURCES", [(nowhere, ".h5.zip", {}), (nowhere, ".h5.gz", "md5sums.txt")])
+    (tmp_path / "data").mkdir()
     with pytest.raises(DataError, match="SHD file shd_train.h5.*missing in.*download failed") as e:
         load_shd(tmp_path / "data")
     assert str(tmp_path / "data") in str(e.value)
@@ -230,6 +231,8 @@ def test_download_zip_and_gz_with_checksums(tmp_path, monkeypatch):
             sums[f"shd_{split}.h5.{ext}"] = hashlib.md5((mirror / f"shd_{split}.h5.{ext}").read_bytes()).hexdigest()
     (mirror / "md5sums.txt").write_text("".join(f"{v}  {k}\n" for k, v in sums.items() if k.endswith("gz")))
     url = mirror.as_uri() + "/"
+    for d in "abc":  # an explicit data folder must exist (only the cache folders are created)
+        (tmp_path / d).mkdir()
     # zip source with the right MD5
     monkeypatch.setattr(shd_mod, "SOURCES", [(url, ".h5.zip", {k: v for k, v in sums.items() if k.endswith("zip")})])
     assert len(load_shd(tmp_path / "a")["train"]) == 3
@@ -265,3 +268,14 @@ def test_read_on_grid_chunk_by_chunk(tmp_path, monkeypatch):
     bad = _bad(tmp_path, times=[[0.1, -0.2], [0.3]])
     with pytest.raises(DataError, match="negative spike time .*sample 0"):
         read_hsd_file(bad, grid=(1.0, 100))
+
+
+def test_a_missing_explicit_folder_is_refused_not_created(tmp_path, monkeypatch):
+    """A mistyped data.path (e.g. a missing ../shared/data/spoken-dev) gives one line and creates
+    nothing, with downloads on or off."""
+    nowhere = (tmp_path / "nowhere").as_uri() + "/"
+    monkeypatch.setattr(shd_mod, "SOURCES", [(nowhere, ".h5.zip", {})])
+    for download in (True, False):
+        with pytest.raises(DataError, match="does not exist.*download cache"):
+            load_shd(tmp_path / "typo" / "shd", download=download)
+        assert not (tmp_path / "typo").exists()

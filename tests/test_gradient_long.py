@@ -30,7 +30,7 @@ from eventprop.network import InitSpec, init_params
 from eventprop.train import build_loss, build_spec, load_data
 
 ROOT = Path(__file__).resolve().parents[1]
-SPOKEN = ROOT.parent / "shared" / "data" / "spoken-dev"
+from shared_data import SPOKEN, need  # noqa: E402
 
 CONFIG = {  # loss -> the shipped config whose init and settings it uses
     "first_spike": "shd_time_{arch}.yaml",
@@ -54,8 +54,7 @@ CASES = ([("recurrent", loss) for loss in ALL]
 
 @functools.lru_cache(maxsize=None)
 def _data():
-    if not (SPOKEN / "shd_train.h5.gz").is_file():
-        pytest.fail(f"spoken-dev not found in {SPOKEN} (shared/ must sit beside the repository)")
+    need(SPOKEN)
     cfg = resolve(str(ROOT / "configs" / "shd_sum_exp_ffwd.yaml"), [f"data.path={SPOKEN}"])
     return load_data(cfg)["train"]
 

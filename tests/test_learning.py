@@ -14,7 +14,7 @@ from eventprop.optim import Adam
 from eventprop.train import load_data, run
 
 ROOT = Path(__file__).resolve().parents[1]
-SPOKEN = ROOT.parent / "shared" / "data" / "spoken-dev"
+from shared_data import SPOKEN, need  # noqa: E402
 
 
 def test_yinyang_default_learns_in_three_epochs(tmp_path):
@@ -23,8 +23,7 @@ def test_yinyang_default_learns_in_three_epochs(tmp_path):
 
 
 def _train_spoken(train_hidden: bool, epochs=5, n_train=400, seed=0):
-    if not (SPOKEN / "shd_train.h5.gz").is_file():
-        pytest.fail(f"spoken-dev not found in {SPOKEN} (shared/ must sit beside the repository)")
+    need(SPOKEN)
     cfg = resolve(str(ROOT / "configs" / "shd_sum_exp_ffwd.yaml"), [f"data.path={SPOKEN}", "data.trial_ms=1000"])
     data = load_data(cfg)
     tr, te = data["train"].subset(np.arange(n_train)), data["test"]
@@ -65,8 +64,7 @@ def test_spoken_digits_adaptive_neurons_with_learned_delays_learn(tmp_path):
     epochs on spoken-dev (1000 training samples, T = 1.4 s, dt = 1 ms) must reach 0.4 test accuracy
     (chance 0.05; measured on this machine: 0.78 for this, 0.71 for the lif recipe, 0.66 for the
     lif recipe with learned delays, after four epochs)."""
-    if not (SPOKEN / "shd_train.h5.gz").is_file():
-        pytest.fail(f"spoken-dev not found in {SPOKEN} (shared/ must sit beside the repository)")
+    need(SPOKEN)
     cfg = resolve(str(ROOT / "configs" / "shd.yaml"), [f"data.path={SPOKEN}", "train.epochs=4", "model.neuron=alif",
                                                        "model.learn_hidden_delays=true"])
     s = run(cfg, tmp_path / "run", quiet=True, log=lambda *a: None)

@@ -170,9 +170,9 @@ def test_on_grid_data_and_batch_time_shift_give_the_numbers_of_the_plain_path(tm
 
     import eventprop.train as tr
 
-    spoken = Path(__file__).resolve().parents[2] / "shared" / "data" / "spoken-dev"
-    if not spoken.is_dir():
-        pytest.fail(f"spoken-dev not found in {spoken} (shared/ must sit beside the repository)")
+    from shared_data import SPOKEN, need
+
+    spoken = need(SPOKEN)
     sets = [f"data.name=shd", f"data.path={spoken}", "data.trial_ms=300", "data.limit_train=48", "data.limit_test=24",
             "data.n_val=0", "data.augment.shift=10", "data.delay_copies=2", "data.delay_ms=20", "model.dt_ms=1.0",
             "model.hidden=[12]", "model.recurrent=true", "model.init.input_mean=0.0", "model.init.input_sd=0.3",

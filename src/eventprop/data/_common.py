@@ -42,6 +42,18 @@ def data_folder(name: str, path: str | os.PathLike | None) -> Path:
     return Path("~/.cache/eventprop").expanduser() / name
 
 
+def existing_folder(name: str, path: str | os.PathLike | None) -> Path:
+    """:func:`data_folder`, refusing an explicit ``path`` that does not exist (one line): only the
+    cache folders (``$EVENTPROP_DATA/<name>``, ``~/.cache/eventprop/<name>``) are ever created, by
+    a download, so a mistyped data.path is reported instead of made."""
+    folder = data_folder(name, path)
+    if path is not None and not folder.exists():
+        cache = data_folder(name, None)
+        raise DataError(f"data folder {str(path)!r} does not exist (data.path / --data); create it to download "
+                        f"{name} there, or leave data.path unset to use the download cache {cache}")
+    return folder
+
+
 # --------------------------------------------------------------------------------------------
 # atomic writes
 

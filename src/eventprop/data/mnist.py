@@ -40,7 +40,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..events import EventDataset
-from ._common import DownloadFailed, data_folder, split_validation
+from ._common import DownloadFailed, existing_folder, split_validation
 from ._common import download as _download
 
 N_PIXELS = 28 * 28
@@ -206,7 +206,7 @@ def load_mnist(path: str | os.PathLike | None = None, *, fashion: bool = False, 
     (before the validation split). See the module docstring for folders and encoding.
     """
     key = "fashion_mnist" if fashion else "mnist"
-    folder = data_folder(key, path)
+    folder = existing_folder(key, path)
     out: dict = {}
     for split, limit in (("train", limit_train), ("test", limit_test)):
         img_path = _find_or_fetch(folder, FILES[f"{split}_images"], key, download)

@@ -50,7 +50,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..events import EventDataset
-from ._common import DownloadFailed, atomic_copy_stream, check_n_val, data_folder, fetch_text, split_validation
+from ._common import DownloadFailed, atomic_copy_stream, check_n_val, existing_folder, fetch_text, split_validation
 from ._common import download as _download
 
 N_UNITS = 700
@@ -336,7 +336,7 @@ def load_shd(path: str | os.PathLike | None = None, *, ssc: bool = False, n_val:
     n_steps)``: hold the data binned on that grid, 4 bytes per spike (see :func:`read_hsd_file`).
     """
     kind = "ssc" if ssc else "shd"
-    root = data_folder(kind, path)
+    root = existing_folder(kind, path)
     parts = {}
     for split in SPLITS[kind]:
         fpath = locate_file(root, f"{kind}_{split}.h5", kind, download)
