@@ -54,7 +54,7 @@ def test_config_show_prints_every_default():
     (["train", "--set", "model.hidden=[0]"], ["model.hidden"]),
     (["train", "--set", "data.name=mnist", "--set", "data.path=/nonexistent/mnist", "--set", "data.download=false"],
      ["/nonexistent/mnist"]),
-    (["eval", "/nonexistent/run"], ["/nonexistent/run"]),
+    (["eval", "/nonexistent/run"], ["/nonexistent/run", "does not exist"]),
     (["config", "show", "--set", "model.recurrent=[true, false]"], ["recurrent"]),
 ])
 def test_user_mistakes_give_one_line_and_exit_2(args, words, tmp_path):
@@ -137,12 +137,13 @@ def test_xval_on_own_spike_file_with_speakers(tmp_path):
     assert (tmp_path / "seq" / "xval.csv").read_text() == (tmp_path / "xv" / "xval.csv").read_text()
 
 
-SPOKEN = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "spoken-dev")
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
 def test_gradcheck_gives_a_verdict_in_the_users_regime():
-    r = cli("gradcheck", os.path.join(ROOT, "configs", "shd_sum_exp_recurrent.yaml"), "--set", f"data.path={SPOKEN}",
+    from shared_data import SPOKEN, need
+
+    r = cli("gradcheck", os.path.join(ROOT, "configs", "shd_sum_exp_recurrent.yaml"), "--data", str(need(SPOKEN)),
             "--set", "data.trial_ms=700", "--channels", "30", "--hidden", "12", "--samples", "1")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "verdict: OK" in r.stdout
@@ -168,3 +169,18 @@ def test_analyse_errors_are_one_line(tmp_path):
     r = cli("train", *SMALL, "--out", str(run_dir), "--quiet")  # the default job: spiking outputs
     assert r.returncode == 0, r.stderr
     assert_user_error(cli("analyse", str(run_dir)), "leaky-integrator output")
+
+
+def test_final_line_names_only_the_accuracies_the_run_has(tmp_path):
+    from eventprop.cli import done_line
+
+    line = done_line({"best_epoch": 3, "selection": "best train accuracy", "train_accuracy": 0.5, "val_accuracy": None,
+                      "test_accuracy": 0.25, "seconds_per_epoch": 1.234}, tmp_path)
+    assert "None" not in line and "val acc" not in line
+    assert "train acc 0.5000, test acc 0.2500; 1.2 s/epoch" in line
+
+
+def test_plural():
+    from eventprop.cli import _plural
+
+    assert _plural(1, "sample") == "1 sample" and _plural(2, "sample") == "2 samples"

@@ -156,15 +156,22 @@ def test_cli_export_import_eval_finetune(tiny_run, tmp_path):
     assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
     ev = [CliRunner().invoke(main, ["eval", str(d)]) for d in (tiny_run, tmp_path / "imp")]
     assert ev[0].exit_code == 0 and ev[0].output == ev[1].output, (ev[0].output, ev[1].output)
-    # fine-tune from the import: the first epoch starts from exactly these weights
-    r = CliRunner().invoke(main, ["train", str(tmp_path / "imp" / "config.yaml"), "--set", "train.epochs=1",
-                                  "--set", f"train.init_from={tmp_path / 'imp'}", "--out", str(tmp_path / "ft"), "--quiet"])
+    # fine-tune from the import with the command `import` printed (it names the folder's config)
+    import shlex
+
+    printed = r.output.split("fine-tune with: ")[1].strip()
+    r = CliRunner().invoke(main, ["import", str(tmp_path / "net.nir"), "--out", str(tmp_path / "imp2")])
+    cmd = shlex.split(r.output.split("fine-tune with: ")[1].strip())
+    assert cmd[:2] == ["eventprop", "train"] and cmd[2] == str(tmp_path / "imp2" / "config.yaml"), printed
+    r = CliRunner().invoke(main, cmd[1:] + ["--set", "train.epochs=1", "--quiet"])
     assert r.exit_code == 0, r.output
+    assert (tmp_path / "imp2-finetuned" / "summary.json").is_file()
     # errors: one line, exit status 2
     r = CliRunner().invoke(main, ["import", str(tmp_path / "net.nir"), "--out", str(tmp_path / "imp")])
     assert r.exit_code == 2 and "already holds a run" in r.output
     r = CliRunner().invoke(main, ["train", "--set", f"train.init_from={tmp_path / 'imp'}", "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "train.init_from" in r.output and "(5, 8), expected (5, 200)" in r.output
+    assert not (tmp_path / "x").exists()  # a failed fine-tune leaves no half-made run folder
     g = nir.read(str(tmp_path / "net.nir"))
     nodes = dict(g.nodes)
     nodes["lif0"] = nir.IF(r=np.ones(8), v_threshold=np.ones(8))

@@ -202,3 +202,53 @@ def test_het_tau_draws_seeded_gamma_time_constants_and_trains(tmp_path):
     assert len(set(np.round(a.hidden[0].tau_mem, 6))) == 12 and not np.array_equal(a.hidden[1].tau_syn[:8], a.hidden[0].tau_syn[:8])
     s = run(cfg, tmp_path / "het", quiet=True, log=lambda *a: None)
     assert np.isfinite(s["train_accuracy"])
+
+
+def test_a_dead_network_gets_one_warning_line(tmp_path, capsys):
+    """The README's deeper recurrent example with the default init: the second hidden layer never
+    spikes, every gradient is 0. One line, once, naming the cause and the settings that fix it."""
+    from eventprop.config import resolve
+    from eventprop.train import run
+
+    sets = ["loss.name=sum", "model.hidden=[128,64]", "model.recurrent=true", "data.limit_train=200", "data.n_val=50",
+            "data.limit_test=50", "train.epochs=2"]
+    run(resolve(None, sets), tmp_path / "dead", quiet=True, log=lambda *a: None)
+    warn = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning")]
+    assert len(warn) == 1, warn
+    for words in ("hidden layer 1 did not spike", "every gradient is exactly 0", "model.init.hidden_mean",
+                  "train.lift_silent"):
+        assert words in warn[0], warn[0]
+    # the documented fix: no warning
+    run(resolve(None, sets + ["model.init.hidden_mean=0.2", "model.init.hidden_sd=0.1", "train.epochs=1"]),
+        tmp_path / "alive", quiet=True, log=lambda *a: None)
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_dead_network_reasons():
+    import numpy as np
+
+    from eventprop.train import dead_network
+
+    alive = [np.array([1.0, 0.0])]
+    assert dead_network(alive, {}, {"ff0": 1.0}, [1.0, 0.9], applied=2) == ""
+    assert "hidden layer 0 did not spike" in dead_network([np.zeros(2)], {}, {"ff0": 1.0}, [1.0, 0.9], applied=2)
+    assert "every gradient is exactly 0" in dead_network(alive, {}, {"ff0": 0.0, "ff1": 0.0}, [1.0, 0.9], applied=2)
+    assert "output never changes" in dead_network(alive, {}, {"ff0": 1.0}, [1.0986, 1.0986], applied=2)
+
+
+def test_compile_notice_prints_only_when_the_first_call_is_slow(capsys, monkeypatch):
+    import time
+
+    import eventprop.train as tr
+
+    monkeypatch.setattr(tr, "_compile_noticed", False)
+    with tr.compile_notice(after_s=0.05):
+        time.sleep(0.3)  # as a cold numba cache compiling
+    err = capsys.readouterr().err
+    assert tr.COMPILE_NOTICE in err and "kernels ready after" in err
+    with tr.compile_notice(after_s=0.05):  # once per process
+        time.sleep(0.2)
+    monkeypatch.setattr(tr, "_compile_noticed", False)
+    with tr.compile_notice(after_s=5.0):  # a warm call: nothing
+        pass
+    assert capsys.readouterr().err == ""

@@ -38,10 +38,22 @@ def main():
     """
 
 
-def _resolve(config, sets):
+def _resolve(config, sets, data_path=None):
     from .config import resolve
 
-    return resolve(config, list(sets))
+    sets = list(sets)
+    if data_path:  # --data PATH = --set data.path=PATH (applied last)
+        sets.append(f"data.path={data_path}")
+    return resolve(config, sets)
+
+
+def _data_option(f):
+    return click.option("--data", "data_path", type=click.Path(), metavar="PATH",
+                        help="data folder or file (shorthand for --set data.path=PATH)")(f)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _default_out(cfg) -> Path:
@@ -52,10 +64,11 @@ def _default_out(cfg) -> Path:
 @main.command()
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a setting, e.g. train.epochs=5 (repeatable)")
+@_data_option
 @click.option("--out", type=click.Path(file_okay=False), help="results folder (default: runs/<timestamp>-<data>-<loss>)")
 @click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-def train(config, sets, out, resume, quiet):
+def train(config, sets, data_path, out, resume, quiet):
     """Train a network (CONFIG: YAML/JSON file; default: the embedded Yin-Yang job)."""
     from .train import run
 
@@ -63,14 +76,21 @@ def train(config, sets, out, resume, quiet):
         raise UserError("--resume needs --out DIR (the folder of the run to continue)")
     if resume and config is None and (Path(out) / "config.yaml").is_file():
         config = str(Path(out) / "config.yaml")  # continue the run with its own config
-    cfg = _resolve(config, sets)
+    cfg = _resolve(config, sets, data_path)
     out_dir = Path(out) if out else _default_out(cfg)
     summary = run(cfg, out_dir, resume=resume, quiet=quiet)
-    click.echo(
-        f"done: best epoch {summary['best_epoch']} ({summary['selection']}): train acc {summary['train_accuracy']}, "
-        f"val acc {summary['val_accuracy']}, test acc {summary['test_accuracy']}; "
-        f"{summary['seconds_per_epoch']} s/epoch; results in {out_dir}"
-    )
+    click.echo(done_line(summary, out_dir))
+
+
+def done_line(summary: dict, out_dir) -> str:
+    """The final line of `eventprop train`: accuracies at the selected epoch (as the epoch lines
+    print them), only those that the run has (no "val acc None" without a validation set)."""
+    accs = [f"{name} acc {summary[key]:.4f}" for name, key in
+            (("train", "train_accuracy"), ("val", "val_accuracy"), ("test", "test_accuracy"))
+            if summary.get(key) is not None]
+    spe = summary.get("seconds_per_epoch")
+    return (f"done: best epoch {summary['best_epoch']} ({summary['selection']}): {', '.join(accs) or 'no accuracy'}; "
+            f"{'n/a' if spe is None else f'{spe:.1f}'} s/epoch; results in {out_dir}")
 
 
 @main.command("eval")
@@ -85,8 +105,15 @@ def eval_(checkpoint, config, sets, data_path, split):
     from .train import build_loss, build_spec, evaluate, load_checkpoint, load_data, n_steps_of
 
     ck = Path(checkpoint)
+    if not ck.exists():
+        raise UserError(f"{str(ck)!r} does not exist (expected a results folder or a checkpoint .npz)")
     if ck.is_dir():
-        ck = ck / "best.npz"
+        if not (ck / "best.npz").is_file() and (ck / "checkpoint.npz").is_file():
+            ck = ck / "checkpoint.npz"
+        else:
+            ck = ck / "best.npz"
+        if not ck.is_file():
+            raise UserError(f"{str(ck.parent)!r} holds no checkpoint (best.npz or checkpoint.npz): not a results folder?")
     if config is None:
         config = str(ck.parent / "config.yaml")
         if not Path(config).is_file():
@@ -107,7 +134,7 @@ def eval_(checkpoint, config, sets, data_path, split):
 
     check_params(spec, params)
     res = evaluate(spec, params, ds, build_loss(cfg), n_steps_of(cfg), cfg.train.eval_batch_size,
-                   cfg.data.delay_copies, cfg.data.delay_ms)
+                   cfg.data.delay_copies, cfg.data.delay_ms, progress=f"eval {split}")
     click.echo(f"{split}: accuracy {res.accuracy:.4f} ({int((res.pred == res.labels).sum())}/{len(res.labels)}), loss {res.loss:.4f}")
 
 
@@ -124,12 +151,13 @@ def _ray_options(f):
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE")
+@_data_option
 @click.option("--out", type=click.Path(file_okay=False), help="folder for the fold runs and the table")
 @click.option("--ray/--no-ray", "use_ray", default=None,
               help="folds x seeds as parallel trials on Ray Tune (default: when the 'ray' extra is installed)")
 @_ray_options
 @click.option("--quiet", is_flag=True)
-def xval(config, sets, out, use_ray, address, cpus_per_trial, max_failures, quiet):
+def xval(config, sets, data_path, out, use_ray, address, cpus_per_trial, max_failures, quiet):
     """Leave-one-speaker-out cross-validation, repeated over xval.seeds; writes xval.csv and xval.md.
 
     With the 'ray' extra installed (or --ray), the folds x seeds run as parallel trials on Ray
@@ -138,7 +166,7 @@ def xval(config, sets, out, use_ray, address, cpus_per_trial, max_failures, quie
     from .sweep import RAY_HINT, have_ray
     from .xval import run_xval
 
-    cfg = _resolve(config, sets)
+    cfg = _resolve(config, sets, data_path)
     if use_ray and not have_ray():
         raise UserError(f"xval --ray needs Ray Tune: {RAY_HINT}")
     if address and use_ray is False:
@@ -185,6 +213,7 @@ def sweep(config, grid, seeds, sets, out, address, cpus_per_trial, max_failures,
 @main.command()
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a setting (repeatable)")
+@_data_option
 @click.option("--checkpoint", type=click.Path(), help="check at trained weights (a .npz or a results folder)")
 @click.option("--channels", type=int, default=50, show_default=True, help="input channels kept")
 @click.option("--hidden", type=int, default=30, show_default=True, help="neurons kept per hidden layer")
@@ -192,7 +221,7 @@ def sweep(config, grid, seeds, sets, out, address, cpus_per_trial, max_failures,
 @click.option("--seed", type=int, default=0, show_default=True, help="which channels, neurons and samples")
 @click.option("--finer", type=float, multiple=True, default=(0.25,), show_default=True,
               help="also show the engine at these time steps in units of model.dt_ms (repeatable)")
-def gradcheck(config, sets, checkpoint, channels, hidden, samples, seed, finer):
+def gradcheck(config, sets, data_path, checkpoint, channels, hidden, samples, seed, finer):
     """Is the gradient right in your regime? Engine vs exact continuous-time gradient.
 
     Builds a reduced network of CONFIG's kind (some input channels and hidden neurons, weights
@@ -205,7 +234,7 @@ def gradcheck(config, sets, checkpoint, channels, hidden, samples, seed, finer):
     from . import gradcheck as gc
     from .train import load_checkpoint
 
-    cfg = _resolve(config, sets)
+    cfg = _resolve(config, sets, data_path)
     params = None
     if checkpoint:
         ck = Path(checkpoint)
@@ -213,7 +242,7 @@ def gradcheck(config, sets, checkpoint, channels, hidden, samples, seed, finer):
         params = {k: v.astype("float64") for k, v in params.items()}
     p = gc.problem_from_config(cfg, params, n_in=channels, n_hidden=hidden, n_samples=samples, seed=seed)
     dt = p.spec.dt
-    click.echo(f"{p.note}; {len(p.samples)} samples of {cfg.data.name}, T = {p.T:g} ms, dt = {dt:g} ms, "
+    click.echo(f"{p.note}; {_plural(len(p.samples), 'sample')} of {cfg.data.name}, T = {p.T:g} ms, dt = {dt:g} ms, "
                f"loss {p.loss.name}; exact simulation running ...")
     r = gc.check(p, dt, extra_dts=tuple(f * dt for f in finer))
     click.echo(f"hidden spikes per neuron and sample: exact {r.exact_spikes:.1f}, engine {r.engine_spikes:.1f}")
@@ -255,7 +284,17 @@ def import_(nir_file, out, config_path, sets, convention):
     cfg, spec = import_to_run(nir_file, out, config=config_path, sets=sets, convention=convention)
     click.echo(f"wrote {out}: {spec.n_in}-{'-'.join(str(h.size) for h in spec.hidden)}-{spec.output.size} "
                f"({spec.output.kind} output), data {cfg.data.name}, loss {cfg.loss.name}; "
-               f"fine-tune with: eventprop train --set train.init_from={out}")
+               f"evaluate with: eventprop eval {out}; fine-tune with: {finetune_command(out)}")
+
+
+def finetune_command(out) -> str:
+    """The command that fine-tunes an imported network: the folder's config (its network settings
+    fit the imported weights) and train.init_from the folder."""
+    import shlex
+
+    out = str(out)
+    return (f"eventprop train {shlex.quote(str(Path(out) / 'config.yaml'))} --set train.init_from={shlex.quote(out)} "
+            f"--out {shlex.quote(out.rstrip('/') + '-finetuned')}")
 
 
 @main.group()

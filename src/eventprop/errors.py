@@ -17,3 +17,8 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """A missing, truncated or malformed data file, or data out of range."""
+
+
+class MissingExtra(UserError, ImportError):
+    """An optional extra is not installed (``import eventprop.torch`` without torch, ...); the
+    message names the extra to install. An ImportError too, so ``except ImportError`` works."""

@@ -29,10 +29,11 @@ import numpy as np
 
 try:
     import torch
-except ImportError as e:  # pragma: no cover - exercised only without the extra
-    from .errors import UserError
+except ImportError:  # tests/test_missing_extras.py runs this without torch
+    from .errors import MissingExtra
 
-    raise UserError("eventprop.torch needs PyTorch: pip install 'eventprop[torch]'") from e
+    # `from None`: the hint alone, not the chain of torch's own import failure
+    raise MissingExtra("eventprop.torch needs PyTorch: pip install 'eventprop[torch]'") from None
 
 from .engine import ReadoutGrads, backward, forward
 from .errors import UserError

@@ -22,6 +22,7 @@ the numbers an uninterrupted run would have given (all randomness is derived fro
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io as _io
 import json
@@ -160,18 +161,27 @@ class EvalResult:
 
 
 def evaluate(spec: NetworkSpec, params, ds: EventDataset, loss, n_steps: int, batch_size: int = 256,
-             delay_copies: int = 1, delay_ms: float = 0.0) -> EvalResult:
-    """Accuracy and mean loss on a dataset (no dropout, no augmentation)."""
+             delay_copies: int = 1, delay_ms: float = 0.0, progress: str | None = None) -> EvalResult:
+    """Accuracy and mean loss on a dataset (no dropout, no augmentation). ``progress``: the label
+    of a progress bar on stderr (shown only on a terminal; None = no bar)."""
     preds, losses = [], []
-    for s in range(0, len(ds), batch_size):
+    n_batches = (len(ds) + batch_size - 1) // batch_size
+    bar = _progress(n_batches, progress, quiet=False) if progress else None
+    for bi, s in enumerate(range(0, len(ds), batch_size)):
         idx = np.arange(s, min(s + batch_size, len(ds)))
         batch = make_batch(ds, idx, spec.dt, n_steps, delay_copies=delay_copies, delay_ms=delay_ms,
                            input_delays=params.get("delay_in"))
         w = loss.weight(n_steps, spec.dt, batch)
-        fw = forward(spec, params, batch, weight=w, trace=(loss.readout == "trace"), max_kinks=(loss.readout == "vmax"))
+        with compile_notice(bi == 0):
+            fw = forward(spec, params, batch, weight=w, trace=(loss.readout == "trace"),
+                         max_kinks=(loss.readout == "vmax"))
         res = loss(fw, batch.labels)
         preds.append(res.pred)
         losses.append(res.per_sample)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     pred = np.concatenate(preds) if preds else np.zeros(0, np.int64)
     per = np.concatenate(losses) if losses else np.zeros(0)
     acc = float((pred == ds.labels).mean()) if len(ds) else float("nan")
@@ -193,6 +203,54 @@ def _progress(total: int, desc: str, quiet: bool):
     except ImportError:  # pragma: no cover
         return None
     return tqdm(total=total, desc=desc, leave=False, disable=quiet or not sys.stderr.isatty(), unit="batch")
+
+
+def _note(msg: str) -> None:
+    """One line on stderr, above a progress bar if one is showing."""
+    try:
+        from tqdm import tqdm
+
+        tqdm.write(msg, file=sys.stderr)
+    except ImportError:  # pragma: no cover
+        print(msg, file=sys.stderr)
+    sys.stderr.flush()
+
+
+#: seconds the first engine call may take before the compile notice is printed; a warm call of a
+#: training or evaluation batch takes well under a second, compiling the kernels about a minute
+COMPILE_NOTICE_AFTER_S = 3.0
+COMPILE_NOTICE = "compiling numba kernels (first run only, about a minute; cached afterwards) ..."
+_compile_noticed = False
+
+
+@contextlib.contextmanager
+def compile_notice(first: bool = True, after_s: float | None = None):
+    """Around the first engine call of a process: when it takes longer than ``after_s`` seconds (a
+    cold numba cache: the kernels are compiled on first use), print COMPILE_NOTICE once, while
+    it runs, and how long it took when it is done. Costs nothing on a warm cache."""
+    global _compile_noticed
+    if not first or _compile_noticed:
+        yield
+        return
+    import threading
+
+    printed = threading.Event()
+    t0 = time.perf_counter()
+
+    def _fire():
+        printed.set()
+        _note(COMPILE_NOTICE)
+
+    timer = threading.Timer(COMPILE_NOTICE_AFTER_S if after_s is None else after_s, _fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        _compile_noticed = True
+        if printed.is_set():
+            _note(f"kernels ready after {time.perf_counter() - t0:.0f} s")
 
 
 def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, quiet: bool = False,
@@ -227,14 +285,6 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
 
     for w in regime_warnings(cfg):
         print(f"warning: {w}; check the gradient in this regime with `eventprop gradcheck CONFIG`", file=sys.stderr)
-    out.mkdir(parents=True, exist_ok=True)
-    if resume and (out / "config.yaml").is_file():
-        from .config import load_file, validate
-
-        if result_settings(validate(load_file(out / "config.yaml"))) != result_settings(cfg):
-            raise UserError(f"--resume: the config differs from {str(out / 'config.yaml')!r}; resume with the same config")
-    fio.write_text(out / "config.yaml", to_yaml(cfg))
-
     train_ds, val_ds, test_ds = data["train"], data.get("val"), data.get("test")
     n_steps = n_steps_of(cfg)
     spec = build_spec(cfg, train_ds.n_units * cfg.data.delay_copies, train_ds.n_classes)
@@ -242,8 +292,15 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
     ic = cfg.model.init
     dtype = np.float64 if cfg.model.dtype == "float64" else np.float32
     params = init_params(spec, InitSpec(**ic.model_dump()), seed=cfg.train.seed, dtype=dtype)
-    if cfg.train.init_from and not resume:
+    if cfg.train.init_from and not resume:  # before creating anything: a mismatch leaves no run folder behind
         params = params_from(cfg.train.init_from, spec, dtype)
+    if resume and (out / "config.yaml").is_file():
+        from .config import load_file, validate
+
+        if result_settings(validate(load_file(out / "config.yaml"))) != result_settings(cfg):
+            raise UserError(f"--resume: the config differs from {str(out / 'config.yaml')!r}; resume with the same config")
+    out.mkdir(parents=True, exist_ok=True)
+    fio.write_text(out / "config.yaml", to_yaml(cfg))
     if cfg.model.learn_delays and "delay_in" not in params:  # learned input delays, spread over [0, max]
         params["delay_in"] = np.random.default_rng([cfg.train.seed, 77]).uniform(
             0.0, cfg.model.max_delay_ms, spec.n_in).astype(dtype)
@@ -296,6 +353,7 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
     shift_only = SHIFT_WHILE_BATCHING and bool(a.shift) and not (a.jitter or a.dilate or a.blend)
     if t.tensorboard:
         tb_writer = SummaryWriter(logdir=str(out / "tensorboard"))
+    dead_warned = False
     for epoch in range(start_epoch, t.epochs):
         t0 = time.perf_counter()  # the epoch's time includes augmentation and batching
         rng = np.random.default_rng([t.seed, epoch, 7])
@@ -312,6 +370,7 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
         loss_sum, correct, seen, skipped, grazing, bound_hits = 0.0, 0, 0, 0, 0, 0
         rates = [np.zeros(h.size) for h in spec.hidden]
         gsq = {k: 0.0 for k in params}
+        batch_losses: list[float] = []
         bar = _progress(ep_batches, f"epoch {epoch + 1}/{t.epochs}", quiet)
         for bi in range(0, len(order), t.batch_size):
             idx = order[bi : bi + t.batch_size]
@@ -321,7 +380,9 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
                                unit_shift=None if shifts is None else shifts[idx],
                                input_delays=params.get("delay_in"))
             tm["batching"] += time.perf_counter() - tb0
-            total, grads, res, fw = value_and_grad(spec, params, batch, loss, reg, timings=tm)
+            with compile_notice(first=(bi == 0)):
+                total, grads, res, fw = value_and_grad(spec, params, batch, loss, reg, timings=tm)
+            batch_losses.append(float(res.value))
             to0 = time.perf_counter()
             finite = np.isfinite(total) and all(np.all(np.isfinite(g)) for g in grads.values())
             bound_hits += fw.bound_hits
@@ -364,11 +425,19 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
         applied = max(ep_batches - skipped, 1)
         for k, v in gsq.items():
             row[f"grad_norm_{k}"] = float(f"{np.sqrt(v / applied):.6g}")
+        if not dead_warned:
+            why = dead_network(rates, row, gsq, batch_losses, applied=ep_batches - skipped)
+            if why:
+                dead_warned = True
+                _note(f"warning: after epoch {epoch + 1} {why}: the network cannot learn like this; "
+                      + dead_network_advice(cfg, rates))
         if val_ds is not None:
-            ev = evaluate(spec, params, val_ds, loss, n_steps, t.eval_batch_size, *dl)
+            ev = evaluate(spec, params, val_ds, loss, n_steps, t.eval_batch_size, *dl,
+                          progress=None if quiet else "eval val")
             row["val_accuracy"], row["val_loss"] = round(ev.accuracy, 6), round(ev.loss, 6)
         if test_ds is not None:
-            row["test_accuracy"] = round(evaluate(spec, params, test_ds, loss, n_steps, t.eval_batch_size, *dl).accuracy, 6)
+            row["test_accuracy"] = round(evaluate(spec, params, test_ds, loss, n_steps, t.eval_batch_size, *dl,
+                                                  progress=None if quiet else "eval test").accuracy, 6)
         row["eval_seconds"] = round(time.perf_counter() - t1, 3)
         if timings is not None:
             timings.append({**tm, "total": seconds, "eval": row["eval_seconds"]})
@@ -409,6 +478,37 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
     summary = summarise(cfg, rows, best, select, finished=True)
     fio.write_json(out / "summary.json", summary)
     return summary
+
+
+def dead_network(rates: list[np.ndarray], row: dict, gsq: dict, batch_losses: list[float], applied: int) -> str:
+    """Why an epoch's numbers show a network that cannot learn ('' if they do not): a hidden
+    layer silent for the whole epoch (it passes nothing on and gets no gradient), every gradient
+    exactly zero, or a loss that did not move over the epoch's batches (an output that never
+    changes)."""
+    why = []
+    silent = [i for i, r in enumerate(rates) if len(r) and not np.any(r)]
+    if silent:
+        why.append(f"hidden layer{'s' if len(silent) > 1 else ''} {', '.join(map(str, silent))} did not spike "
+                   "in the whole epoch")
+    if applied > 0 and gsq and all(v == 0.0 for v in gsq.values()):
+        why.append("every gradient is exactly 0")
+    if len(batch_losses) > 1 and np.isfinite(batch_losses[0]) and max(batch_losses) == min(batch_losses):
+        why.append(f"the loss was exactly {batch_losses[0]:.4g} in every batch (the output never changes)")
+    return ", ".join(why)
+
+
+def dead_network_advice(cfg: RunConfig, rates: list[np.ndarray]) -> str:
+    """What to do about a dead network: the init keys of the silent layers, and train.lift_silent."""
+    keys = []
+    for i, r in enumerate(rates):
+        if len(r) and not np.any(r):
+            keys.append("model.init.input_mean" if i == 0 else "model.init.hidden_mean")
+    keys = sorted(set(keys)) or ["model.init.input_mean", "model.init.hidden_mean", "model.init.out_mean"]
+    ic = cfg.model.init
+    now = ", ".join(f"{k} = {getattr(ic, k.rsplit('.', 1)[1]):g}" for k in keys)
+    lift = (f"raise train.lift_silent (now {cfg.train.lift_silent:g}) so that silent neurons recover faster"
+            if cfg.train.lift_silent > 0 else "let silent neurons recover with --set train.lift_silent=0.01")
+    return f"raise the initial weights ({now} now) or {lift} (docs/cli.md)"
 
 
 def summarise(cfg: RunConfig, rows: list[dict], best: dict, select: str, finished: bool) -> dict:
