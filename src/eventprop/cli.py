@@ -345,6 +345,10 @@ def analyse(run, out, cls, sample, split, top):
     """The paper's failure analysis of a run: adjoints and what hidden spikes receive (Fig. 2),
     output weights against hidden activity (Fig. 3), spike counts and gradient norms over training.
 
+    Needs a run with leaky-integrator outputs (losses xentropy, sum, sum_exp, max, ...): runs
+    with spiking outputs (the first-spike losses, e.g. the default Yin-Yang job) are refused;
+    train with e.g. --set loss.name=sum to analyse.
+
     Writes PNGs and analysis.json (Pearson r of weight and spike count for every class, sums of
     lambda_V - lambda_I per top neuron, silent fraction) to --out.
     """
