@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .plots import _mpl, _read_metrics, _savefig
+from .plots import _acc_limits, _auto_log, _int_ticks, _mpl, _read_metrics, _savefig, _scale_of
 
 
 def _load(run: Path, split: str):
@@ -134,17 +134,20 @@ def analyse(run: str | Path, out: str | Path | None = None, cls: int | None = No
     ax0.plot(t_sp[~is_top], n_sp[~is_top], "|", ms=2, color="0.55")
     ax0.plot(t_sp[is_top], n_sp[is_top], "|", ms=3, color="C3")
     ax0.set_ylabel("hidden neuron")
-    ax0.set_title(f"{split} sample {sample}, class {cls} (predicted {int(res.pred[0])}); red: the {top} hidden "
+    _int_ticks(ax0, "y", nbins=4)
+    ax0.set_title(f"{cfg.data.name}, loss {cfg.loss.name}: {split} sample {sample}, class {cls} (predicted {int(res.pred[0])}); red: the {top} hidden "
                   f"neurons most active for class {cls}", fontsize=9)
     ax1 = fig.add_subplot(gs[1, 0], sharex=ax0)
-    ax1.plot(t_grid, lv, label=r"$\lambda_V$")
-    ax1.plot(t_grid, li, label=r"$\lambda_I$")
-    ax1.set_ylabel(f"output {cls}")
+    sc1, sfx1 = _scale_of(np.concatenate([lv, li]))
+    ax1.plot(t_grid, lv / sc1, label=r"$\lambda_V$")
+    ax1.plot(t_grid, li / sc1, label=r"$\lambda_I$")
+    ax1.set_ylabel(f"adjoints of\noutput {cls}{sfx1}", fontsize=8)
     ax1.legend(fontsize=7, loc="upper right")
     ax2 = fig.add_subplot(gs[2, 0], sharex=ax0)
-    ax2.plot(t_grid, diff, color="C2")
+    sc2, sfx2 = _scale_of(diff)
+    ax2.plot(t_grid, diff / sc2, color="C2")
     ax2.axhline(0, color="0.7", lw=0.5)
-    ax2.set_ylabel(r"$\lambda_V-\lambda_I$", fontsize=8)
+    ax2.set_ylabel(r"$\lambda_V-\lambda_I$" + sfx2, fontsize=8)
     # the bars share one scale: the largest value at a top neuron's spike (the trace's own peak
     # can sit where no hidden neuron spikes, e.g. at the end of the trial)
     lim = max([float(np.abs(v).max()) for _, v in per_neuron if len(v)] + [1e-30])
@@ -191,7 +194,9 @@ def analyse(run: str | Path, out: str | Path | None = None, cls: int | None = No
     axes[1].set_ylabel(f"time (ms)\n{split} sample {sample}")
     axes[2].bar(np.arange(H), mean_cls[order], width=1.0, color="C1")
     axes[2].set_ylabel(f"mean spikes, class {cls}")
-    axes[2].set_xlabel("hidden neuron (sorted by weight, largest first)")
+    axes[2].set_xlabel("hidden neuron rank (sorted by weight, largest first)")
+    _int_ticks(axes[2])
+    fig.suptitle(f"{cfg.data.name}, loss {cfg.loss.name}", fontsize=9)
     p_wr = _savefig(fig, out / f"weights_rates_class{cls}.png")
     plt.close(fig)
 
@@ -200,28 +205,40 @@ def analyse(run: str | Path, out: str | Path | None = None, cls: int | None = No
     if (run / "metrics.csv").is_file():
         m = _read_metrics(run)
         if len(m.get("epoch", [])):
-            fig, axes = plt.subplots(1, 4, figsize=(15, 3.3))
+            fig, axes = plt.subplots(1, 4, figsize=(16, 3.4), gridspec_kw={"wspace": 0.35})
             ep = m["epoch"]
+            shown = [100.0 / ds.n_classes]
+            mk = "o" if len(ep) < 10 else None
             for key, lab in (("train_accuracy", "train"), ("test_accuracy", "test"), ("val_accuracy", "val")):
                 if key in m and not np.all(np.isnan(m[key])):
-                    axes[0].plot(ep, m[key], label=lab)
-            axes[0].axhline(1.0 / ds.n_classes, color="0.6", ls=":", label="chance")
-            axes[0].set_title("accuracy")
+                    axes[0].plot(ep, 100 * m[key], label=lab, marker=mk, ms=3)
+                    shown += list(100 * m[key])
+            axes[0].axhline(100.0 / ds.n_classes, color="0.6", ls=":", label="chance")
+            axes[0].set_ylim(*_acc_limits(shown))
+            axes[0].set_title(f"accuracy ({cfg.data.name})")
+            axes[0].set_ylabel("accuracy (%)")
             axes[0].legend(fontsize=7)
             for i in range(len(spec.hidden)):
                 if f"hidden{i}_rate" in m:
-                    axes[1].plot(ep, m[f"hidden{i}_rate"], label=f"hidden {i}")
+                    axes[1].plot(ep, m[f"hidden{i}_rate"], label=f"hidden {i}", marker=mk, ms=3)
                 if f"hidden{i}_silent" in m:
-                    axes[2].plot(ep, m[f"hidden{i}_silent"], label=f"hidden {i}")
+                    axes[2].plot(ep, 100 * m[f"hidden{i}_silent"], label=f"hidden {i}", marker=mk, ms=3)
             axes[1].set_title("spikes per hidden neuron per trial")
-            axes[2].set_title("fraction of silent hidden neurons")
-            axes[2].set_ylim(-0.02, 1.02)
+            axes[1].set_ylabel("spikes per neuron per trial")
+            axes[2].set_title("hidden neurons silent in the epoch")
+            axes[2].set_ylabel("silent neurons (%)")
+            axes[2].set_ylim(-2, 102)
             for k in params:
                 if f"grad_norm_{k}" in m:
-                    axes[3].semilogy(ep, m[f"grad_norm_{k}"], label=k)
+                    axes[3].plot(ep, m[f"grad_norm_{k}"], label=k, marker=mk, ms=3)
             axes[3].set_title("gradient norm (rms over batches)")
+            axes[3].set_ylabel("gradient norm")
+            _auto_log(axes[1], [ln.get_ydata() for ln in axes[1].lines])
+            pos = [y for ln in axes[3].lines for y in ln.get_ydata()]
+            _auto_log(axes[3], pos)
             for a in axes:
                 a.set_xlabel("epoch")
+                _int_ticks(a)
                 a.grid(alpha=0.3)
             if axes[3].lines:
                 axes[3].legend(fontsize=7)

@@ -25,6 +25,64 @@ def _mpl():
     return plt
 
 
+def _int_ticks(ax, axis: str = "x", nbins="auto") -> None:
+    """Whole-number ticks (epochs, neurons): no 1.5 epochs on a short run."""
+    from matplotlib.ticker import MaxNLocator
+
+    (ax.xaxis if axis == "x" else ax.yaxis).set_major_locator(MaxNLocator(integer=True, nbins=nbins))
+
+
+def _acc_limits(values) -> tuple[float, float]:
+    """y-limits (%) for accuracy curves that show every point (and its ± sd band): from the data,
+    rounded out to 5 %, within [0, 100] (a little room above 100 for the line)."""
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    if not len(v):
+        return 0.0, 100.5
+    lo = max(0.0, 5.0 * np.floor((v.min() - 1.0) / 5.0))
+    hi = min(100.5, 5.0 * np.ceil((v.max() + 1.0) / 5.0))
+    return lo, max(hi, lo + 5.0)
+
+
+def _auto_log(ax, values) -> None:
+    """Log y-axis with labelled ticks when the positive values span more than a decade; linear
+    otherwise (a log axis inside one decade has no labelled tick)."""
+    from matplotlib.ticker import LogFormatterSciNotation, LogLocator
+
+    parts = [np.ravel(np.asarray(x, dtype=float)) for x in values] if len(values) else [np.zeros(0)]
+    v = np.concatenate(parts) if parts else np.zeros(0)
+    v = v[np.isfinite(v)]
+    if len(v) and v.min() > 0 and v.max() / v.min() > 10:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, numticks=8))
+        ax.yaxis.set_major_formatter(LogFormatterSciNotation())
+    else:
+        top = float(v.max()) if len(v) else 0.0
+        ax.set_ylim(0, 1.1 * top if top > 0 else 1.0)  # from 0, the largest point inside
+
+
+def _scale_of(v) -> tuple[float, str]:
+    """A power of ten to divide values by and its label suffix, so that stacked axes need no
+    offset text (which collides with the axis above)."""
+    v = np.asarray(v, dtype=np.float64)
+    m = float(np.nanmax(np.abs(v))) if v.size else 0.0
+    if not np.isfinite(m) or m == 0:
+        return 1.0, ""
+    e = int(np.floor(np.log10(m)))
+    if -2 <= e <= 3:
+        return 1.0, ""
+    return 10.0 ** e, f" (×1e{e})"
+
+
+def _bar_labels(ax, x, means, sds, fmt="{:.1f}") -> None:
+    """Value labels above the error caps (never on them)."""
+    top = ax.get_ylim()[1]
+    for xi, m, sd in zip(x, means, sds):
+        if np.isfinite(m):
+            ax.annotate(fmt.format(m), (xi, m + (sd if np.isfinite(sd) else 0.0)), xytext=(0, 4),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=7, clip_on=False)
+    ax.set_ylim(0, top)
+
+
 def _read_metrics(run: Path) -> dict[str, np.ndarray]:
     p = run / "metrics.csv"
     if not p.is_file():
@@ -108,6 +166,7 @@ def plot_runs(runs: list[Path], out: Path, sample: int = 0) -> list[Path]:
     written.append(out / "summary.md")
     # learning curves
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    shown = []
     for gi, (g, rs) in enumerate(sorted(groups.items())):
         ms = [_read_metrics(r) for r in rs]
         n = min(len(m["epoch"]) for m in ms)
@@ -119,16 +178,16 @@ def plot_runs(runs: list[Path], out: Path, sample: int = 0) -> list[Path]:
             x = np.arange(1, n + 1)
             ax.plot(x, 100 * mu, label=f"{g} (n={len(rs)})", color=f"C{gi % 10}", ls="-" if gi < 10 else "--")
             ax.fill_between(x, 100 * (mu - sd), 100 * (mu + sd), color=f"C{gi % 10}", alpha=0.25)
+            shown += list(100 * (mu - sd)) + list(100 * (mu + sd))
+    data_names = sorted({g.split(" ", 1)[0] for g in groups})
     for ax, t in zip(axes, ("training accuracy", "test accuracy")):
-        ax.set_title(t)
+        ax.set_title(f"{t} ({', '.join(data_names)})")
         ax.set_xlabel("epoch")
+        _int_ticks(ax)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("% correct")
+    axes[0].set_ylabel("accuracy (%)")
     axes[1].legend(fontsize=8, loc="lower right")
-    vals = [100 * v for r in runs for v in _read_metrics(r).get("test_accuracy", np.array([]))[1:]]
-    vals = [v for v in vals if np.isfinite(v)]
-    lo = min(vals + [90.0])
-    axes[0].set_ylim(max(lo - 2, 0), 100.5)
+    axes[0].set_ylim(*_acc_limits(shown))  # every point and band shown
     written.append(_savefig(fig, out / "learning_curves.png"))
     plt.close(fig)
     # summary bars
@@ -141,17 +200,15 @@ def plot_runs(runs: list[Path], out: Path, sample: int = 0) -> list[Path]:
             v = np.array([x for x in v if x is not None], dtype=float)
             vals.append((100 * v.mean(), 100 * v.std(ddof=1) if len(v) > 1 else 0.0) if len(v) else (np.nan, 0))
         x = np.arange(len(names)) + (j - 0.5) * 0.38
+        ax.set_ylim(0, 118)  # bars from 0; room for the labels above the caps
         ax.bar(x, [m for m, _ in vals], 0.36, yerr=[s for _, s in vals], capsize=3,
                label=key.replace("_", " "), color=f"C{j}")
-        for xi, (m, s) in zip(x, vals):
-            ax.text(xi, m + s + 0.1, f"{m:.1f}", ha="center", fontsize=7)
+        _bar_labels(ax, x, [m for m, _ in vals], [s for _, s in vals])
     ax.set_xticks(np.arange(len(names)))
-    ax.set_xticklabels([n.split(" ", 1)[-1] for n in names], rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("% correct (at selected epoch)")
-    allv = [json.loads((r / "summary.json").read_text()).get(k) for r in runs for k in ("test_accuracy", "train_accuracy")]
-    allv = [v for v in allv if v is not None]
-    ax.set_ylim(max(100 * min(allv + [0.9]) - 3, 0), 100)
-    ax.legend(fontsize=8)
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(np.arange(0, 101, 20))
+    ax.set_ylabel("accuracy at the selected epoch (%)")
+    ax.legend(fontsize=8, loc="upper left", ncol=2)
     ax.grid(axis="y", alpha=0.3)
     written.append(_savefig(fig, out / "summary_bars.png"))
     plt.close(fig)
@@ -166,16 +223,22 @@ def plot_runs(runs: list[Path], out: Path, sample: int = 0) -> list[Path]:
                 if not ys:
                     continue
                 n = min(len(y) for y in ys)
-                ax.plot(np.arange(1, n + 1), np.mean([y[:n] for y in ys], 0), color=f"C{gi % 10}",
-                        ls="-" if gi < 10 else "--", label=g)
-        axes[0].set_title("spikes per hidden neuron per trial (layer 0)")
-        axes[1].set_title("fraction of hidden neurons silent in the epoch")
-        axes[2].set_title("gradient norm of the input weights (rms over batches)")
-        axes[2].set_yscale("log")
+                y = np.mean([y[:n] for y in ys], 0)
+                ax.plot(np.arange(1, n + 1), 100 * y if key == "hidden0_silent" else y, color=f"C{gi % 10}",
+                        ls="-" if gi < 10 else "--", marker="o" if n < 10 else None, ms=3, label=g)
+        axes[0].set_title("hidden layer 0: mean spikes per neuron per trial", fontsize=10)
+        axes[0].set_ylabel("spikes per neuron per trial")
+        axes[1].set_title("hidden layer 0: neurons silent in the whole epoch", fontsize=10)
+        axes[1].set_ylabel("silent neurons (%)")
+        axes[1].set_ylim(-2, 102)
+        axes[2].set_title("input weights (ff0): gradient norm, rms over batches", fontsize=10)
+        axes[2].set_ylabel("gradient norm")
         for ax in axes:
             ax.set_xlabel("epoch")
+            _int_ticks(ax)
             ax.grid(alpha=0.3)
-        axes[0].set_yscale("symlog", linthresh=1.0)
+        _auto_log(axes[0], [ln.get_ydata() for ln in axes[0].lines])
+        _auto_log(axes[2], [ln.get_ydata() for ln in axes[2].lines])
         axes[1].legend(fontsize=7)
         written.append(_savefig(fig, out / "hidden_activity.png"))
         plt.close(fig)
@@ -209,7 +272,7 @@ def plot_sample(run: Path, out: Path, sample: int, tag: str) -> list[Path]:
     fig, axes = plt.subplots(4, 1, figsize=(8, 9), sharex=True, gridspec_kw={"height_ratios": [1, 2, 1.2, 1.2]})
     steps = np.repeat(np.arange(n_steps), np.diff(batch.ptr[0]))
     axes[0].plot(steps * spec.dt, batch.units, "|", ms=2, color="0.4")
-    axes[0].set_ylabel("input")
+    axes[0].set_ylabel("input channel")
     for li in range(len(spec.hidden)):
         t, n = fw.hidden_spikes(0, li)
         off = sum(h.size for h in spec.hidden[:li])
@@ -225,13 +288,18 @@ def plot_sample(run: Path, out: Path, sample: int, tag: str) -> list[Path]:
         st, nid, _ = fwt.tape(0)
         m = nid >= oo
         axes[2].plot(st[m] * spec.dt, nid[m] - oo, "|", ms=6, color="C3")
-        axes[2].set_ylabel("output spikes")
-    axes[3].plot(t_grid, lamV[:, oo + label], label=r"$\lambda_V$")
-    axes[3].plot(t_grid, lamI[:, oo + label], label=r"$\lambda_I$")
-    axes[3].set_ylabel(f"adjoints of\noutput {label}")
+        axes[2].set_ylabel("output neuron\n(spikes)")
+        _int_ticks(axes[2], "y")
+    lv, li = np.asarray(lamV[:, oo + label], np.float64), np.asarray(lamI[:, oo + label], np.float64)
+    scale, sfx = _scale_of(np.concatenate([lv, li]))
+    axes[3].plot(t_grid, lv / scale, label=r"$\lambda_V$")
+    axes[3].plot(t_grid, li / scale, label=r"$\lambda_I$")
+    axes[3].set_ylabel(f"adjoints of\noutput {label}{sfx}")
+    axes[1].set_ylabel("hidden neuron")
+    _int_ticks(axes[1], "y")
     axes[3].set_xlabel("time (ms); the backward pass runs right to left")
     axes[3].legend(fontsize=8)
-    axes[0].set_title(f"{tag}: {split} sample {sample}, label {label}, predicted {int(res.pred[0])}")
+    axes[0].set_title(f"{tag}: {split} sample {sample}, label {label}, predicted {int(res.pred[0])}", fontsize=9)
     p1 = _savefig(fig, out / f"sample_{tag}.png")
     plt.close(fig)
     return [p1]
@@ -280,15 +348,19 @@ def plot_sweep(sweep_dir: Path, out: Path) -> list[Path]:
             mus.append(v.mean() if len(v) else np.nan)
             sds.append(v.std(ddof=1) if len(v) > 1 else 0.0)
             ax.plot(np.full(len(v), xi), v, "o", ms=3, color="k", alpha=0.6, zorder=3)
+        ax.set_ylim(0, 118)
         ax.bar(x, mus, w * 0.95, yerr=sds, capsize=3, color=f"C{j}", label=key.replace("_", " "))
+        _bar_labels(ax, x, mus, [max(sd, (max(v) - m) if len(v) else 0) for sd, m, v in
+                                 zip(sds, mus, [100 * np.array([r[key] for r in groups[g] if r[key] is not None])
+                                                for g in names])])
     ax.set_xticks(np.arange(len(names)))
     ax.set_xticklabels([f"{n}\n(best)" if n == best else n for n in names], rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("% correct at the epoch of best training accuracy")
-    ax.set_ylim(max(min(allv) - 5, 0), min(max(allv) + 3, 100.5))
+    ax.set_ylabel("accuracy at the epoch of best training accuracy (%)", fontsize=9)
+    ax.set_yticks(np.arange(0, 101, 20))
     ax.set_title(f"{sweep_dir.name}: mean ± sd over seeds" + (" and folds" if any(r["fold"] for r in ok) else ""),
                  fontsize=9)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", ncol=len(metrics))
     path = _savefig(fig, out / "sweep_bars.png")
     plt.close(fig)
     return [path]
