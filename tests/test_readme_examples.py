@@ -23,8 +23,12 @@ EXAMPLES = {
     "": (SMALL_YY, None, 0.6, 1 / 3, False),  # measured: 0.75
     "configs/mnist_sum.yaml --set train.epochs=5": (["data.limit_train=2000", "data.limit_test=500", "train.epochs=2"],
                                                     MNIST, 0.5, 0.1, False),  # measured: 0.85
-    "configs/shd.yaml --data ~/data/shd": (SMALL_SHD, SPOKEN, 0.1, 0.05, True),
-    "configs/shd_sum_exp_recurrent.yaml --data ~/data/shd": (SMALL_SHD, SPOKEN, 0.1, 0.05, True),
+    "configs/shd.yaml --data ~/data/shd": (SMALL_SHD, SPOKEN, 0.1, 0.05, True),  # measured: 0.29
+    # the paper's settings learn slowly on spoken-dev (docs/results-speech.md: 0.19 after 20 epochs as
+    # written); without the ease-in and with batch 16 (its "arm B") 0.21 after 5 epochs
+    "configs/shd_sum_exp_recurrent.yaml --data ~/data/shd": (["data.limit_test=200", "data.n_val=0", "train.epochs=5",
+                                                              "train.ease_in=false", "train.batch_size=16"],
+                                                             SPOKEN, 0.1, 0.05, True),  # 0.23
     ("--set loss.name=sum --set model.hidden=[128,64] --set model.recurrent=true "
      "--set model.init.hidden_mean=0.2 --set model.init.hidden_sd=0.1"): (SMALL_YY, None, 0.55, 1 / 3, False),  # 0.76
 }
