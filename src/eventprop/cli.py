@@ -97,11 +97,10 @@ def done_line(summary: dict, out_dir) -> str:
 @click.argument("checkpoint", type=click.Path(dir_okay=True))
 @click.option("--config", "config", type=click.Path(dir_okay=False), help="config (default: config.yaml beside the checkpoint)")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a setting, e.g. data.path=...")
-@click.option("--data", "data_path", type=click.Path(), help="data folder or file (shorthand for --set data.path=...)")
+@_data_option
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
 def eval_(checkpoint, config, sets, data_path, split):
     """Evaluate a trained network (CHECKPOINT: a .npz file or a results folder, which uses best.npz)."""
-    from .config import resolve
     from .train import build_loss, build_spec, evaluate, load_checkpoint, load_data, n_steps_of
 
     ck = Path(checkpoint)
@@ -118,9 +117,7 @@ def eval_(checkpoint, config, sets, data_path, split):
         config = str(ck.parent / "config.yaml")
         if not Path(config).is_file():
             raise UserError(f"no config.yaml beside {str(ck)!r}; pass --config")
-    if data_path:
-        sets = list(sets) + [f"data.path={data_path}"]
-    cfg = resolve(config, list(sets))
+    cfg = _resolve(config, sets, data_path)
     from .engine import set_backend
 
     set_backend(cfg.model.backend)

@@ -480,13 +480,18 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
     return summary
 
 
+def silent_layers(rates: list[np.ndarray]) -> list[int]:
+    """The hidden layers (indices) none of whose neurons spiked in the epoch."""
+    return [i for i, r in enumerate(rates) if len(r) and not np.any(r)]
+
+
 def dead_network(rates: list[np.ndarray], row: dict, gsq: dict, batch_losses: list[float], applied: int) -> str:
     """Why an epoch's numbers show a network that cannot learn ('' if they do not): a hidden
     layer silent for the whole epoch (it passes nothing on and gets no gradient), every gradient
     exactly zero, or a loss that did not move over the epoch's batches (an output that never
     changes)."""
     why = []
-    silent = [i for i, r in enumerate(rates) if len(r) and not np.any(r)]
+    silent = silent_layers(rates)
     if silent:
         why.append(f"hidden layer{'s' if len(silent) > 1 else ''} {', '.join(map(str, silent))} did not spike "
                    "in the whole epoch")
@@ -499,11 +504,7 @@ def dead_network(rates: list[np.ndarray], row: dict, gsq: dict, batch_losses: li
 
 def dead_network_advice(cfg: RunConfig, rates: list[np.ndarray]) -> str:
     """What to do about a dead network: the init keys of the silent layers, and train.lift_silent."""
-    keys = []
-    for i, r in enumerate(rates):
-        if len(r) and not np.any(r):
-            keys.append("model.init.input_mean" if i == 0 else "model.init.hidden_mean")
-    keys = sorted(set(keys)) or ["model.init.input_mean", "model.init.hidden_mean", "model.init.out_mean"]
+    keys = sorted({"model.init.input_mean" if i == 0 else "model.init.hidden_mean" for i in silent_layers(rates)}) or ["model.init.input_mean", "model.init.hidden_mean", "model.init.out_mean"]
     ic = cfg.model.init
     now = ", ".join(f"{k} = {getattr(ic, k.rsplit('.', 1)[1]):g}" for k in keys)
     lift = (f"raise train.lift_silent (now {cfg.train.lift_silent:g}) so that silent neurons recover faster"
