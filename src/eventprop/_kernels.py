@@ -14,15 +14,12 @@ from collections import namedtuple
 import numpy as np
 from numba import njit, prange
 
-from .neurons.lif import (_count_near, _decay_rows, _dprop, _dprop_r, _first_crossing, _kap,  # noqa: F401
-                          _kap_area, _kap_e, _rates, _sliver_crossing)
+from .neurons.lif import _decay_rows, _dprop, _dprop_r, _kap, _kap_area, _kap_e, _rates  # noqa: F401
 from .neurons import alif as _alif
 from .neurons import lif as _lif
 
 # per-chunk work arrays of the forward pass
-_FwdScratch = namedtuple("_FwdScratch", "V I qm mark prev_ids cur_ids prev_delta cur_delta prev_tidx cur_tidx "
-                                        "c_j c_u c_v c_i c_ul c_corr c_alive ea eb ek rt A c_a "
-                                        "p_src p_u p_tidx sch_g sch_u sch_src sch_tidx")
+_FwdScratch = namedtuple("_FwdScratch", "V I qm Ve Ie cu cst bmin ea eb ek rt A p_src p_u p_tidx sch_g sch_u sch_src sch_tidx")
 
 LAMBDA_MAX = 1e15  # bound on |lambda_V|, |lambda_I| after a jump (see _backward_sample)
 
@@ -78,14 +75,6 @@ def _tau_targets(W, base, po, S, tau_m, tau_s, delta, lamV, lamI, nuVm, nuIm, nu
         dtau[n, 1] += w * (kp * nuVs[n] + es * nuIs[n] + dks * pV + des * pI)
 
 
-@njit(cache=True, inline="always")
-def _count_above(v, th):
-    c = 0
-    for j in range(v.shape[0]):
-        c += v[j] >= th
-    return c
-
-
 @njit(cache=True)
 def _deliver(I, V, W, base, po, S, uniform, tau_m, tau_s, delta, ea, eb, ek, rt):
     """A spike emitted at t - delta reaches neurons po..po+S+1 at grid time t: their state at t becomes
@@ -109,143 +98,6 @@ def _deliver(I, V, W, base, po, S, uniform, tau_m, tau_s, delta, ea, eb, ek, rt)
             V[n] += w * ek[n]
 
 
-@njit(cache=True)
-def _arrivals(
-    b, n, n_steps, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni, tau_m, tau_s,
-    grazing_eps, w_a, w_b, edecay, V, I, ids, deltas, tidx, n_prev, mark, integral,
-    tape_step, tape_id, tape_d, tape_delta, cap, ntape, graze, counts, fs_step, fs_time, dt,
-    want_max, vmax, tmax, mx_ref, mx_delta, mx_slope, ea, eb, ek, rt, ada, A, tau_a, binc, tape_aux,
-    has_dly, dly, sch_g, sch_u, sch_src, sch_tidx, sch_n, tape, na,
-):
-    """The spikes detected at grid time t_n (emitted at t_n - delta) reach their targets, each with
-    its exact sub-step effect.
-
-    For a leaky-integrator output, the readout integral over [t_n - delta, t_n] that the step's
-    free evolution did not see is added (weight taken at t_n). A neuron that these arrivals push
-    over threshold crossed it inside the step: it spikes at the crossing time of its trajectory
-    (found backward from t_n), is recorded with step n, and its spike is delivered in turn.
-    (The input spikes of bin n arrive after these, in the caller.)
-    With ``want_max``, the output voltage just before each arrival of a hidden spike (a kink of
-    the trajectory, where a maximum sits when an inhibitory spike turns V down) is a candidate
-    for the maximum readout.
-
-    With axonal delays (``has_dly``) the list holds the arrivals delivered at t_n (source neuron,
-    t_n - arrival time, the source spike's tape index), each is also written to the arrival tape,
-    and a spike found here arrives at once (back-dated by s_j - d) if its delay d is at most its
-    s_j, else it is scheduled. Returns (list length, tape length, grazing count, scheduled
-    arrivals, arrival-tape length)."""
-    n_layers = sizes.shape[0]
-    L = n_layers - 1
-    oo = noff[L]
-    no = sizes[L]
-    w_end = 0.0
-    if n >= 1:
-        w_end = (w_a[b, n - 1] + w_b[b, n - 1]) * edecay
-    n_list = n_prev
-    smax = 0.0
-    e = 0
-    while e < n_list:
-        while e < n_list:
-            nid = ids[e]
-            delta = deltas[e]
-            if delta > smax:
-                smax = delta
-            if has_dly:
-                if na < tape.a_step.shape[1]:
-                    tape.a_step[b, na] = n
-                    tape.a_src[b, na] = tidx[e]
-                    tape.a_delta[b, na] = delta
-                na += 1
-            l = _layer_of(nid, noff, n_layers)
-            i = nid - noff[l]
-            if l < L:
-                S = sizes[l + 1]
-                base = ff_off[l + 1] + i * S
-                if want_max and l + 1 == L and spiking[L] == 0:
-                    for k in range(no):
-                        if k == 0 or uni[L] == 0:
-                            tmk = tau_m[oo + k]
-                            tsk = tau_s[oo + k]
-                            xa = np.exp(delta / tmk)
-                            xb = np.exp(delta / tsk)
-                            kb = _kap(-delta, tmk, tsk)
-                        vc = xa * V[oo + k] + I[oo + k] * kb  # V(t_c^-)
-                        if vc > vmax[k]:
-                            vmax[k] = vc
-                            tmax[k] = n
-                            mx_ref[k] = tidx[e]
-                            mx_delta[k] = delta
-                            mx_slope[k] = I[oo + k] * xb - vc  # tau_m dV/dt(t_c^-)
-                _deliver(I, V, W, base, noff[l + 1], S, uni[l + 1], tau_m, tau_s, delta, ea, eb, ek, rt)
-                if l + 1 == L and spiking[L] == 0 and delta > 0.0:
-                    for k in range(no):
-                        if k == 0 or uni[L] == 0:
-                            area = _kap_area(delta, tau_m[oo + k], tau_s[oo + k])
-                        integral[k] += W[base + k] * w_end * area
-            if rec_off[l] >= 0:
-                S = sizes[l]
-                base = rec_off[l] + i * S
-                _deliver(I, V, W, base, noff[l], S, uni[l], tau_m, tau_s, delta, ea, eb, ek, rt)
-            e += 1
-        # crossings inside the step caused by these arrivals (at most one per neuron and step)
-        for l in range(n_layers):
-            if spiking[l] == 0:
-                continue
-            th = thr[l]
-            ad = ada[l]
-            j_end = noff[l] + sizes[l]
-            for blk in range(noff[l], j_end, 32):
-                blk_end = min(blk + 32, j_end)
-                if ad == 0 and _count_above(V[blk:blk_end], th) == 0:
-                    continue
-                for j in range(blk, blk_end):
-                    if not ((V[j] - A[j] if ad else V[j]) >= th and mark[j] != n and n_list < ids.shape[0]):
-                        continue
-                    ac = 0.0
-                    if ad:  # adaptive threshold theta + A (eventprop.neurons.alif)
-                        sj = _alif.sliver_crossing(V[j], I[j], A[j], th, tau_m[j], tau_s[j], tau_a[j], smax)
-                        ic = I[j] * np.exp(sj / tau_s[j])
-                        ac = A[j] * np.exp(sj / tau_a[j])
-                        d = _alif.slope_at_spike(ic, ac, th, tau_m[j], tau_a[j])
-                        A[j] += binc[j] * np.exp(-sj / tau_a[j])
-                    else:
-                        sj = _sliver_crossing(V[j], I[j], th, tau_m[j], tau_s[j], smax)
-                        ic = I[j] * np.exp(sj / tau_s[j])
-                        d = _lif.slope_at_spike(ic, th)
-                    if not d >= grazing_eps:
-                        d = grazing_eps
-                        graze += 1
-                    if ntape < cap:
-                        tape_step[b, ntape] = n
-                        tape_id[b, ntape] = j
-                        tape_d[b, ntape] = d
-                        tape_delta[b, ntape] = sj
-                        if ad:
-                            tape_aux[b, ntape] = ac
-                    ntape += 1
-                    mark[j] = n
-                    if not has_dly:
-                        ids[n_list] = j
-                        deltas[n_list] = sj
-                        tidx[n_list] = ntape - 1
-                        n_list += 1
-                    elif l < L:  # its arrival t_n - sj + d: now, back-dated, or later
-                        if dly[j] <= sj:
-                            ids[n_list] = j
-                            deltas[n_list] = sj - dly[j]
-                            tidx[n_list] = ntape - 1
-                            n_list += 1
-                        else:
-                            sch_n = _schedule(j, ntape - 1, n, dly[j] - sj, dt, n_steps, sch_g, sch_u, sch_src,
-                                              sch_tidx, sch_n)
-                    V[j] = ic * _kap(sj, tau_m[j], tau_s[j])
-                    counts[j] += 1
-                    if l == L and fs_step[j - oo] < 0:
-                        fs_step[j - oo] = n
-                        fs_time[j - oo] = n * dt - sj
-    return n_list, ntape, graze, sch_n, na
-
-
 @njit(cache=True, inline="always")
 def _pend_insert(j, tidx, ua, p_src, p_u, p_tidx, n_pend, p_next):
     """Insert an arrival at ua into the step's pending arrivals, in time order (then tape order)
@@ -263,10 +115,174 @@ def _pend_insert(j, tidx, ua, p_src, p_u, p_tidx, n_pend, p_next):
 
 
 @njit(cache=True)
+def _grow_i32(a, n):
+    b = np.empty(max(2 * a.shape[0], n), dtype=a.dtype)
+    b[: a.shape[0]] = a
+    return b
+
+
+@njit(cache=True)
+def _grow_i64(a, n):
+    b = np.empty(max(2 * a.shape[0], n), dtype=a.dtype)
+    b[: a.shape[0]] = a
+    return b
+
+
+@njit(cache=True)
+def _grow_f64(a, n):
+    b = np.empty(max(2 * a.shape[0], n), dtype=a.dtype)
+    b[: a.shape[0]] = a
+    return b
+
+
+@njit(cache=True, inline="always")
+def _bound(vu, iu, ve, ie, th, q, u, tm, dt):
+    """A lower bound on the first time after u at which a trajectory at (vu, iu) at u, ending the
+    step at (ve, ie), reaches th; inf when it provably does not (lif.may_cross). While V >= vu it
+    rises at most at (max(I, 0) - vu)/tau_m, since I only decays towards 0 between jumps.
+    (Branch-free, so that the loops over a weight row that call it vectorise.)"""
+    den = max(iu, 0.0) - vu
+    cross = (ve >= th) | ((iu > vu) & (ie < ve) & ((ve - q * ie >= (1.0 - q) * th) | (q >= 1.0)))
+    pos = den > 0.0
+    lb = u + tm * (th - vu) / (den if pos else 1.0)
+    lb = min(max(lb if pos else u, u), dt)
+    return lb if cross else np.inf
+
+
+@njit(cache=True, fastmath={"reassoc", "nsz", "nnan"})
+def _refresh(cu, bmin, lo, hi, NS):
+    """The block minima (blocks of 32) of cu over the blocks that hold lo..hi-1."""
+    for k in range(lo >> 5, ((hi - 1) >> 5) + 1):
+        m = np.inf
+        for j in range(k << 5, min((k << 5) + 32, NS)):
+            m = min(m, cu[j])
+        bmin[k] = m
+
+
+@njit(cache=True, inline="always")
+def _next_candidate(cu, bmin, NS):
+    """(time, neuron) of the smallest cu, (inf, -1) if there is none (lowest index on a tie)."""
+    kb = -1
+    m = np.inf
+    for k in range(bmin.shape[0]):
+        if bmin[k] < m:
+            m = bmin[k]
+            kb = k
+    if kb < 0:
+        return np.inf, -1
+    for j in range(kb << 5, min((kb << 5) + 32, NS)):
+        if cu[j] == m:
+            return m, j
+    return np.inf, -1  # (not reached)
+
+
+@njit(cache=True)
+def _hit_row(V, I, A, W, base, po, S, uni, u, wscale, th, ada, dt, alpha, beta, cfw, tau_m, tau_s, tau_a, aa, rt,
+             ea, eb, cu, cst):
+    """A current jump at time u of the step into neurons po..po+S-1 of a spiking layer (weights
+    wscale * W[base:base+S]; wscale = 0 only re-tests): in coefficient form (V(u) = e^{-u/tau_m}
+    (P + Q g(u)), I = Q e^{-u/tau_s}, with P, Q held in V, I during the step) a jump w at u is
+    Q += w e^{u/tau_s}, P += w e^{u/tau_m} g(-u); then each target's new trajectory is re-tested
+    in the same pass: cu gets a lower bound on its next crossing (cst 2), or inf."""
+    if uni:
+        tm = float(tau_m[po])
+        rm = rt[0, po]
+        rs = rt[1, po]
+        xm = np.exp(-u * rm)
+        ys = np.exp(-u * rs)
+        gu = _lif.gfun(u, rm, rs)
+        fp = _lif.gfun(-u, rm, rs) / xm
+        fq = 1.0 / ys
+        al = float(alpha[po])
+        be = float(beta[po])
+        cf = float(cfw[po])
+        q = (dt - u) * rm
+        if ada:
+            za = np.exp(-u / tau_a[po])
+            zb = float(aa[po])
+            for j in range(S):
+                n = po + j
+                w = wscale * W[base + j]
+                P = V[n] + w * fp
+                Q = I[n] + w * fq
+                V[n] = P
+                I[n] = Q
+                an = float(A[n])
+                the = th + min(an * za, an * zb)  # V must reach theta + min(A) first
+                cu[n] = _bound(xm * (P + Q * gu), Q * ys, al * P + cf * Q, be * Q, the, q, u, tm, dt)
+                cst[n] = 2
+        else:
+            for j in range(S):
+                n = po + j
+                w = wscale * W[base + j]
+                P = V[n] + w * fp
+                Q = I[n] + w * fq
+                V[n] = P
+                I[n] = Q
+                cu[n] = _bound(xm * (P + Q * gu), Q * ys, al * P + cf * Q, be * Q, th, q, u, tm, dt)
+                cst[n] = 2
+        return
+    _lif._vexp_neg(ea, po, S, u, rt[0])
+    _lif._vexp_neg(eb, po, S, u, rt[1])
+    for j in range(S):
+        n = po + j
+        em = ea[n]
+        es = eb[n]
+        z = u * rt[3, n]
+        k = rt[2, n]
+        rm = rt[0, n]
+        if abs(z) > 1e-3:
+            gu = k * (1.0 - es / em)
+            fp = k * (1.0 / em - 1.0 / es)
+        else:  # tau_m ~ tau_s: (u/tau_m) h(+-z) by its series
+            gu = u * rm * (1.0 - z * (0.5 - z * (1.0 / 6.0 - z * (1.0 / 24.0 - z / 120.0))))
+            fp = -u * rm * (1.0 + z * (0.5 + z * (1.0 / 6.0 + z * (1.0 / 24.0 + z / 120.0)))) / em
+        w = wscale * W[base + j]
+        P = V[n] + w * fp
+        Q = I[n] + w / es
+        V[n] = P
+        I[n] = Q
+        the = th
+        if ada:
+            an = float(A[n])
+            the = th + min(an * np.exp(-u / tau_a[n]), an * aa[n])
+        cu[n] = _bound(em * (P + Q * gu), Q * es, alpha[n] * P + cfw[n] * Q, beta[n] * Q, the, (dt - u) * rm, u,
+                       float(tau_m[n]), dt)
+        cst[n] = 2
+
+
+@njit(cache=True)
+def _state_at(n, u, V, I, tau_m, tau_s, rt):
+    """(V, I) of neuron n at time u of the step from its coefficients (float64)."""
+    rm = rt[0, n]
+    rs = rt[1, n]
+    P = float(V[n])
+    Q = float(I[n])
+    return np.exp(-u * rm) * (P + Q * _lif.gfun(u, rm, rs)), Q * np.exp(-u * rs)
+
+
+@njit(cache=True)
+def _solve(n, lb, V, I, A, th, ada, dt, alpha, beta, cfw, tau_m, tau_s, tau_a, rt, cnt):
+    """The exact first crossing after lb (a lower bound: none before it) of neuron n in this step,
+    or -1 when it provably has none (eventprop.neurons: lif._first_crossing, alif.first_crossing)."""
+    v0, i0 = _state_at(n, lb, V, I, tau_m, tau_s, rt)
+    span = dt - lb
+    if ada:
+        a0 = float(A[n]) * np.exp(-lb / tau_a[n])
+        uu = _alif.first_crossing(v0, i0, a0, th, tau_m[n], tau_s[n], tau_a[n], span, cnt)
+    else:
+        P = float(V[n])
+        Q = float(I[n])
+        uu = _lif._first_crossing(v0, i0, alpha[n] * P + cfw[n] * Q, beta[n] * Q, th, float(tau_m[n]),
+                                  float(tau_s[n]), span, cnt)
+    return lb + uu if uu >= 0.0 else -1.0
+
+
+@njit(cache=True)
 def _schedule(j, tidx, n, tr, dt, n_steps, sch_g, sch_u, sch_src, sch_tidx, sch_n):
     """The arrival of neuron j's spike (tape index tidx) at t_n + tr, tr > 0, scheduled for the step
     that ends at the first grid time t_g >= its time (as the event at tr - (g - n - 1) dt inside
-    it); dropped after the trial. Returns the new schedule length."""
+    it); dropped after the trial. Returns the new schedule length (the caller ensures room)."""
     k = max(int(np.ceil(tr / dt)), 1)
     if n + k > n_steps:
         return sch_n
@@ -277,106 +293,18 @@ def _schedule(j, tidx, n, tr, dt, n_steps, sch_g, sch_u, sch_src, sch_tidx, sch_
     return sch_n + 1
 
 
-@njit(cache=True)
-def _move_candidates(j, u, dt, K, c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive, c_a, W, sizes, noff, ff_off, rec_off,
-                     spiking, uni, thr, tau_m, tau_s, ada, tau_a):
-    """The current jump of neuron j's spike arriving at u inside the step, on the same-step crossing
-    candidates that have not spiked yet: their state is moved to u, the weight added to their
-    current (and w kappa(dt - u) to their correction, for the delivery at the step's end), and
-    whether and when they cross is decided again."""
-    n_layers = sizes.shape[0]
-    L = n_layers - 1
-    l = _layer_of(j, noff, n_layers)
-    i_pre = j - noff[l]
-    span = dt - u
-    # propagation factors are shared by the candidates of a uniform layer: computed once
-    # per (layer, elapsed time) and reused (same inputs, so bitwise the same values)
-    f_key_l = -1
-    f_s2 = -1.0
-    f_em = 1.0
-    f_es = 1.0
-    f_ke = 0.0
-    f_kd = 0.0
-    f_sm = 1.0
-    f_ss = 1.0
-    f_ks = 0.0
-    # a spike can only move same-step crossings of its recurrent layer or of a spiking next layer
-    n_scan = K if (rec_off[l] >= 0 or (l < L and spiking[l + 1] == 1)) else 0
-    for c in range(n_scan):
-        if c_alive[c] == 0:
-            continue
-        jc = c_j[c]
-        lc = _layer_of(jc, noff, n_layers)
-        w = 0.0
-        if lc == l + 1:
-            w += W[ff_off[lc] + i_pre * sizes[lc] + (jc - noff[lc])]
-        if lc == l and rec_off[l] >= 0:
-            w += W[rec_off[l] + i_pre * sizes[l] + (jc - noff[l])]
-        if w == 0.0:
-            continue
-        s2 = u - c_ul[c]
-        tmc = tau_m[jc]
-        tsc = tau_s[jc]
-        if uni[lc] == 0 or lc != f_key_l or s2 != f_s2:
-            f_em = np.exp(-s2 / tmc)
-            f_es = np.exp(-s2 / tsc)
-            f_ke = _kap_e(s2, tmc, tsc, f_em, f_es)
-            if uni[lc] == 0 or lc != f_key_l:
-                f_sm = np.exp(-span / tmc)
-                f_ss = np.exp(-span / tsc)
-                f_ks = _kap_e(span, tmc, tsc, f_sm, f_ss)
-                f_kd = f_ks  # (delta = span: the same kappa)
-            f_key_l = lc
-            f_s2 = s2
-        c_v[c] = c_v[c] * f_em + c_i[c] * f_ke
-        c_i[c] = c_i[c] * f_es + w
-        c_ul[c] = u
-        c_corr[c] += w * f_kd
-        if ada[lc]:  # solved exactly again, from A at u (only its own spikes move A)
-            uu = _alif.first_crossing(c_v[c], c_i[c], c_a[c] * np.exp(-u / tau_a[jc]), thr[lc], tmc, tsc,
-                                      tau_a[jc], span)
-            if uu < 0.0:
-                c_alive[c] = 0
-            else:
-                c_u[c] = u + uu
-                c_alive[c] = 1
-            continue
-        # whether it still crosses in this step is decided now, as before (a candidate
-        # that cannot cross any more is dropped for good); when it does cross before the
-        # step ends, its time is not solved for: a lower bound stands in for it until it
-        # could be the next spike. While V >= v (v = c_v < theta) it rises at most at
-        # (max(I, 0) - v)/tau_m, since I only decays towards 0.
-        vc = c_v[c]
-        thc = thr[lc]
-        if vc >= thc:
-            c_u[c] = u  # (a current jump does not move V: only if it was already there)
-            c_alive[c] = 1
-            continue
-        v1 = vc * f_sm + c_i[c] * f_ks
-        if v1 >= thc:
-            ip = max(c_i[c], 0.0)
-            lbd = tmc * (thc - vc) / (ip - vc) if ip > vc else span
-            c_u[c] = u + min(lbd, span)
-            c_alive[c] = 2
-            continue
-        if not (c_i[c] > vc and c_i[c] * f_ss < v1):
-            c_alive[c] = 0  # not rising now, or not falling at the end: no maximum inside
-            continue
-        uu = _first_crossing(vc, c_i[c], v1, c_i[c] * f_ss, thc, tmc, tsc, span)  # (rare)
-        if uu < 0.0:
-            c_alive[c] = 0
-        else:
-            c_u[c] = u + uu
-            c_alive[c] = 1
+# counters of the forward pass (ForwardOutputs.counters, per sample)
+C_SOLVES, C_ITERS, C_NOROOT, C_FAIL, C_RETESTS, C_SPIKES, C_ARRIVALS, C_MAXSTEP = range(8)
+N_COUNTERS = 8
 
 
 @njit(cache=True)
 def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_trace, want_max, scr):
     """Forward pass of sample b. Returns (number of spikes, grazing count).
 
-    Spikes beyond the tape's capacity are counted but not written, and the simulation goes on
-    (the spikes of the previous step are delivered from ``prev_ids``, not from the tape), so the
-    returned count is exact and the caller can allocate the right tape in one go.
+    Inside each step, events are taken in time order (engine.py's docstring, forward step 5);
+    spikes beyond the tape's capacity are counted but not written, and the simulation goes on,
+    so the returned count is exact and the caller can allocate the right tape in one go.
     """
     W, sizes, noff, ff_off, rec_off = net.W, net.sizes, net.noff, net.ff_off, net.rec_off
     spiking, thr, uni, alpha, beta, cfw = net.spiking, net.thr, net.uni, net.alpha, net.beta, net.cfw
@@ -388,12 +316,10 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
     integral, vmax, tmax, mx_ref = out.integral[b], out.vmax[b], out.tmax[b], out.mx_ref[b]
     mx_delta, mx_slope, trace = out.mx_delta[b], out.mx_slope[b], out.trace
     fs_time, fs_step, counts = out.fs_time[b], out.fs_step[b], out.counts[b]
-    V, I, qm, mark = scr.V, scr.I, scr.qm, scr.mark
-    prev_ids, cur_ids, prev_delta, cur_delta = scr.prev_ids, scr.cur_ids, scr.prev_delta, scr.cur_delta
-    prev_tidx, cur_tidx = scr.prev_tidx, scr.cur_tidx
-    c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive = scr.c_j, scr.c_u, scr.c_v, scr.c_i, scr.c_ul, scr.c_corr, scr.c_alive
+    cnt = out.counters[b]
+    V, I, qm, Ve, Ie, cu, cst, bmin = scr.V, scr.I, scr.qm, scr.Ve, scr.Ie, scr.cu, scr.cst, scr.bmin
     ea, eb, ek, rt = scr.ea, scr.eb, scr.ek, scr.rt
-    ada, tau_a, aa, binc, A, c_a, tape_aux = net.ada, net.tau_a, net.aa, net.binc, scr.A, scr.c_a, tape.aux
+    ada, tau_a, aa, binc, A, tape_aux = net.ada, net.tau_a, net.aa, net.binc, scr.A, tape.aux
     any_ada = ada.sum() > 0
     dly, has_dly = net.dly, net.has_dly  # axonal delays of hidden neurons (ms), and whether any layer has them
     p_src, p_u, p_tidx = scr.p_src, scr.p_u, scr.p_tidx
@@ -405,12 +331,17 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
     NT = V.shape[0]
     oo = noff[L]
     no = sizes[L]
+    NS = NT if spiking[L] == 1 else oo  # neurons 0..NS-1 spike; a leaky-integrator output does not
     for j in range(NT):
         V[j] = 0.0
         I[j] = 0.0
         A[j] = 0.0
         counts[j] = 0
-        mark[j] = -1
+        cu[j] = np.inf
+    for q in range(cnt.shape[0]):
+        cnt[q] = 0
+    for q in range(bmin.shape[0]):
+        bmin[q] = np.inf
     for k in range(no):
         integral[k] = 0.0
         vmax[k] = -np.inf
@@ -422,27 +353,19 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
         fs_step[k] = -1
     ntape = 0
     graze = 0
-    n_prev = 0
     S0 = sizes[0]
     if want_trace and spiking[L] == 0:
         for k in range(no):
             trace[b, 0, k] = 0.0
     for n in range(n_steps + 1):
-        # ---- arrivals at t_n: spikes detected at t_n (sub-step timing), then input spikes of bin n
-        if n_prev > 0:
-            n_prev, ntape, graze, sch_n, na = _arrivals(
-                b, n, n_steps, in_ptr, in_units, W, sizes, noff, ff_off, rec_off, spiking, thr, uni, tau_m, tau_s,
-                grazing_eps, w_a, w_b, edecay, V, I, prev_ids, prev_delta, prev_tidx, n_prev, mark, integral,
-                tape_step, tape_id, tape_d, tape_delta, cap, ntape, graze, counts, fs_step, fs_time, dt,
-                want_max, vmax, tmax, mx_ref, mx_delta, mx_slope, ea, eb, ek, rt, ada, A, tau_a, binc, tape_aux,
-                has_dly, dly, sch_g, sch_u, sch_src, sch_tidx, sch_n, tape, na)
+        # ---- input spikes of bin n arrive at t_n
         if n < n_steps:
             I0 = I[0:S0]
             for q in range(in_ptr[b, n], in_ptr[b, n + 1]):
                 base = ff_off[0] + in_units[q] * S0
                 _add_row(I0, W[base : base + S0])
-        # ---- sampled readouts of a leaky-integrator output at t_n (after the arrivals: the
-        #      voltage is continuous, the arrivals' sub-step effect is part of V(t_n))
+        # ---- sampled readouts of a leaky-integrator output at t_n (its state already holds the
+        #      exact effect of every spike that reached it in the step before)
         if n >= 1 and spiking[L] == 0:
             for k in range(no):
                 v = V[oo + k]
@@ -456,78 +379,65 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
         if n == n_steps:
             break
         # ---- weighted-integral readout of a leaky-integrator output over [t_n, t_{n+1}], exact
-        #      for the free evolution from (V, I) at t_n^+ (coefficients: engine.readout_coefs)
+        #      for the free evolution from (V, I) at t_n^+ (coefficients: engine.readout_coefs); the
+        #      output then moves to t_{n+1} at once, and the step's hidden spikes reach it there
+        #      with their exact sub-step effect (and the sliver of the integral they add)
+        w_end = 0.0
         if spiking[L] == 0:
             wa = w_a[b, n]
             wb = w_b[b, n]
+            w_end = (wa + wb) * edecay
             for k in range(no):
                 v = V[oo + k]
                 c = I[oo + k]
                 integral[k] += wa * (rcoef[0, k] * v + rcoef[2, k] * c) + wb * (rcoef[1, k] * v + rcoef[3, k] * c)
-        # ---- exact integration over [t_n, t_{n+1}] (two simple loops: they vectorise)
-        for j in range(NT):
-            V[j] = alpha[j] * V[j] + cfw[j] * I[j]
-        for j in range(NT):
-            I[j] = beta[j] * I[j]
-        if any_ada:
-            for j in range(NT):
-                A[j] = aa[j] * A[j]
-        # ---- threshold crossings during the step, detected at t_{n+1}: first every neuron whose
-        #      free trajectory crosses (candidates), then in time order, so that a spike's current
-        #      jump can move, or cancel, the crossings of its targets later in the same step
-        K = 0
+            for j in range(oo, NT):
+                V[j] = alpha[j] * V[j] + cfw[j] * I[j]
+            for j in range(oo, NT):
+                I[j] = beta[j] * I[j]
+        # ---- the spiking layers: their state at the step's end if nothing happened (two loops
+        #      that vectorise); a block test rules out most neurons, the rest get a lower bound
+        #      on their first crossing (cu, cst = 2) or inf
+        for j in range(NS):
+            Ve[j] = alpha[j] * V[j] + cfw[j] * I[j]
+        for j in range(NS):
+            Ie[j] = beta[j] * I[j]
+        n_cand = 0
         for l in range(n_layers):
             if spiking[l] == 0:
                 continue
             th = thr[l]
+            ad = ada[l]
             j_end = noff[l] + sizes[l]
-            ad = ada[l]  # adaptive threshold theta + A (eventprop.neurons.alif): the same tests on V - A
             for blk in range(noff[l], j_end, 32):
                 blk_end = min(blk + 32, j_end)
+                c = 0
                 if ad:
-                    if _alif.count_near(V[blk:blk_end], I[blk:blk_end], A[blk:blk_end], th, qm[blk:blk_end]) == 0:
-                        continue
-                elif _count_near(V[blk:blk_end], I[blk:blk_end], th, qm[blk:blk_end]) == 0:
-                    continue  # vectorised test: most blocks are far from threshold
+                    for j in range(blk, blk_end):
+                        c += _lif.may_cross(Ve[j], Ie[j], th + min(A[j], A[j] * aa[j]), qm[j])
+                else:
+                    for j in range(blk, blk_end):
+                        c += _lif.may_cross(Ve[j], Ie[j], th, qm[j])
+                if c == 0:
+                    continue
                 for j in range(blk, blk_end):
-                    a1 = A[j] if ad else 0.0
-                    thj = th + a1
-                    if V[j] < thj:
-                        # below threshold at both ends: a crossing needs an interior maximum
-                        falling = (I[j] - V[j]) / tau_m[j] + a1 / tau_a[j] < 0.0 if ad else I[j] < V[j]
-                        if not falling or V[j] + qm[j] * (V[j] - I[j]) < thj:
-                            continue
-                    # values at t_n, recovered from the step's exact update
-                    i_old = I[j] / beta[j]
-                    v_old = (V[j] - cfw[j] * i_old) / alpha[j]
-                    a_old = 0.0
-                    if ad:
-                        a_old = a1 / aa[j]
-                        u = _alif.first_crossing(v_old, i_old, a_old, th, tau_m[j], tau_s[j], tau_a[j], dt)
-                    else:
-                        u = _first_crossing(v_old, i_old, V[j], I[j], th, tau_m[j], tau_s[j], dt)
-                    if u < 0.0:
-                        continue
-                    c_j[K] = j
-                    c_u[K] = u
-                    c_v[K] = v_old
-                    c_i[K] = i_old
-                    c_a[K] = a_old
-                    c_ul[K] = 0.0
-                    c_corr[K] = 0.0
-                    c_alive[K] = 1
-                    K += 1
-        # c_alive: 0 gone (spiked or cannot cross), 1 c_u is its exact crossing time, 2 "dirty": a
-        # same-step spike moved it and c_u is only a lower bound. The next spike is the smallest
-        # c_u; a dirty one there is solved exactly first, so that only candidates that could be
-        # next are ever solved (the order, and hence the result, is that of solving all of them)
-        n_cur = 0
+                    the = th + min(A[j], A[j] * aa[j]) if ad else th
+                    lb = _bound(V[j], I[j], Ve[j], Ie[j], the, qm[j], 0.0, tau_m[j], dt)
+                    if lb < np.inf:
+                        cu[j] = lb
+                        cst[j] = 2
+                        n_cand += 1
+                _refresh(cu, bmin, blk, blk_end, NS)
         n_pend = 0  # delayed arrivals inside this step, in time order (p_next: the first not yet processed)
         p_next = 0
         if has_dly:
             q = 0
             while q < sch_n:
                 if sch_g[q] == n + 1:
+                    if n_pend >= p_src.shape[0]:
+                        p_src = _grow_i32(p_src, n_pend + 1)
+                        p_u = _grow_f64(p_u, n_pend + 1)
+                        p_tidx = _grow_i64(p_tidx, n_pend + 1)
                     n_pend = _pend_insert(sch_src[q], sch_tidx[q], sch_u[q], p_src, p_u, p_tidx, n_pend, 0)
                     sch_n -= 1
                     sch_g[q] = sch_g[sch_n]
@@ -536,99 +446,157 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                     sch_tidx[q] = sch_tidx[sch_n]
                 else:
                     q += 1
-        while True:
-            best = -1
-            bu = np.inf
-            for c in range(K):
-                if c_alive[c] != 0 and c_u[c] < bu:
-                    best = c
-                    bu = c_u[c]
-            if p_next < n_pend and (best < 0 or p_u[p_next] <= bu):
-                # a delayed spike arrives: it moves the crossings after it, and is delivered at t_{n+1}
-                src = p_src[p_next]
-                ua = p_u[p_next]
-                _move_candidates(src, ua, dt, K, c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive, c_a, W, sizes, noff,
-                                 ff_off, rec_off, spiking, uni, thr, tau_m, tau_s, ada, tau_a)
-                cur_ids[n_cur] = src
-                cur_delta[n_cur] = dt - ua
-                cur_tidx[n_cur] = p_tidx[p_next]
-                n_cur += 1
-                p_next += 1
-                continue
-            if best < 0:
-                break
-            if c_alive[best] == 2:
-                jb = c_j[best]
-                lb_ = _layer_of(jb, noff, n_layers)
-                thb = thr[lb_]
-                tmb = tau_m[jb]
-                tsb = tau_s[jb]
-                spb = dt - c_ul[best]
-                em = np.exp(-spb / tmb)
-                es = np.exp(-spb / tsb)
-                v1 = c_v[best] * em + c_i[best] * _kap_e(spb, tmb, tsb, em, es)
-                uu = _first_crossing(c_v[best], c_i[best], v1, c_i[best] * es, thb, tmb, tsb, spb)
-                if uu < 0.0:
-                    c_alive[best] = 0
+        # ---- the step's events in time order: the next one is the smallest cu (a bound is first
+        #      solved exactly, then the search is repeated, so only neurons that could be next are
+        #      ever solved) or the next pending delayed arrival (first on a tie)
+        n_step_spk = 0
+        if n_cand > 0 or n_pend > 0:
+            while True:
+                bu, best = _next_candidate(cu, bmin, NS)
+                src = -1
+                ua = 0.0
+                tidx_a = -1
+                if p_next < n_pend and (best < 0 or p_u[p_next] <= bu):
+                    src = p_src[p_next]
+                    ua = p_u[p_next]
+                    tidx_a = p_tidx[p_next]
+                    p_next += 1
+                elif best < 0:
+                    break
                 else:
-                    c_u[best] = c_ul[best] + uu
-                    c_alive[best] = 1
-                continue
-            c_alive[best] = 0
-            j = c_j[best]
-            u = bu
-            l = _layer_of(j, noff, n_layers)
-            th = thr[l]
-            frac = u / dt
-            delta = dt - u  # t_{n+1} - t_c
-            ic = c_i[best] * np.exp(-(u - c_ul[best]) / tau_s[j])  # I(t_c)
-            kap_d = _kap_e(delta, tau_m[j], tau_s[j], np.exp(-delta / tau_m[j]), np.exp(-delta / tau_s[j]))
-            ac = 0.0
-            if ada[l]:
-                ac = c_a[best] * np.exp(-u / tau_a[j])  # A(t_c^-)
-                d = _alif.slope_at_spike(ic, ac, th, tau_m[j], tau_a[j])
-                A[j] += binc[j] * np.exp(-delta / tau_a[j])  # A jumps by beta at t_c
-            else:
-                d = _lif.slope_at_spike(ic, th)
-            if not d >= grazing_eps:
-                d = grazing_eps
-                graze += 1
-            if ntape < cap:
-                tape_step[b, ntape] = n + 1
-                tape_id[b, ntape] = j
-                tape_d[b, ntape] = d
-                tape_delta[b, ntape] = delta
-                if ada[l]:
-                    tape_aux[b, ntape] = ac
-            ntape += 1
-            mark[j] = n + 1
-            # reset to 0 at t_c, then free evolution with the current until t_{n+1}; the delivery
-            # at t_{n+1} of same-step spikes that reached j before t_c must not add their voltage
-            V[j] = ic * kap_d - c_corr[best]
-            counts[j] += 1
-            if l == L and fs_step[j - oo] < 0:
-                fs_step[j - oo] = n + 1
-                fs_time[j - oo] = (n + frac) * dt
-            if has_dly:  # its arrival t_c + d_j: later in this step (pending, in time order) or scheduled
-                if l < L:
-                    tr = u + dly[j]
-                    if tr <= dt:
-                        n_pend = _pend_insert(j, ntape - 1, tr, p_src, p_u, p_tidx, n_pend, p_next)
+                    j = best
+                    l = _layer_of(j, noff, n_layers)
+                    th = thr[l]
+                    if cst[j] == 2:  # a bound: solve exactly (from the bound on), then look again
+                        uu = _solve(j, bu, V, I, A, th, ada[l], dt, alpha, beta, cfw, tau_m, tau_s, tau_a, rt, cnt)
+                        if uu < 0.0:
+                            cu[j] = np.inf
+                        else:
+                            cu[j] = uu
+                            cst[j] = 1
+                        _refresh(cu, bmin, j, j + 1, NS)
+                        continue
+                    # ---- a spike of j at u
+                    u = bu
+                    delta = dt - u
+                    ic = float(I[j]) * np.exp(-u * rt[1, j])  # I(t_c)
+                    ac = 0.0
+                    if ada[l]:
+                        ac = float(A[j]) * np.exp(-u / tau_a[j])  # A(t_c^-)
+                        d = _alif.slope_at_spike(ic, ac, th, tau_m[j], tau_a[j])
+                        A[j] += binc[j] * np.exp(u / tau_a[j])  # A jumps by beta at t_c
                     else:
-                        sch_n = _schedule(j, ntape - 1, n, tr, dt, n_steps, sch_g, sch_u, sch_src, sch_tidx, sch_n)
-            else:
-                cur_ids[n_cur] = j
-                cur_delta[n_cur] = delta
-                cur_tidx[n_cur] = ntape - 1
-                n_cur += 1
-                # this spike's current jump at t_c on the candidates that have not spiked yet
-                _move_candidates(j, u, dt, K, c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive, c_a, W, sizes, noff, ff_off,
-                                 rec_off, spiking, uni, thr, tau_m, tau_s, ada, tau_a)
-        for e in range(n_cur):
-            prev_ids[e] = cur_ids[e]
-            prev_delta[e] = cur_delta[e]
-            prev_tidx[e] = cur_tidx[e]
-        n_prev = n_cur
+                        d = _lif.slope_at_spike(ic, th)
+                    if not d >= grazing_eps:
+                        d = grazing_eps
+                        graze += 1
+                    if ntape < cap:
+                        tape_step[b, ntape] = n + 1
+                        tape_id[b, ntape] = j
+                        tape_d[b, ntape] = d
+                        tape_delta[b, ntape] = delta
+                        if ada[l]:
+                            tape_aux[b, ntape] = ac
+                    ntape += 1
+                    n_step_spk += 1
+                    counts[j] += 1
+                    if l == L and fs_step[j - oo] < 0:
+                        fs_step[j - oo] = n + 1
+                        fs_time[j - oo] = n * dt + u
+                    # reset at u: V(u) = 0, i.e. P = -Q g(u); then its own next crossing, if any
+                    V[j] = -float(I[j]) * _lif.gfun(u, rt[0, j], rt[1, j])
+                    # from V = 0 it rises at most at max(I, 0)/tau_m: a second crossing in the step
+                    # needs ic (dt - u)/tau_m >= theta (and is then searched for as any other)
+                    if ic * delta * rt[0, j] >= th:
+                        _hit_row(V, I, A, W, 0, j, 1, 0, u, 0.0, th, ada[l], dt, alpha, beta, cfw, tau_m, tau_s,
+                                 tau_a, aa, rt, ea, eb, cu, cst)
+                    else:
+                        cu[j] = np.inf
+                    _refresh(cu, bmin, j, j + 1, NS)
+                    if has_dly and l < L:  # its arrival t_c + d_j: later in this step (pending) or scheduled
+                        tr = u + dly[j]
+                        if tr <= dt:
+                            if n_pend >= p_src.shape[0]:
+                                p_src = _grow_i32(p_src, n_pend + 1)
+                                p_u = _grow_f64(p_u, n_pend + 1)
+                                p_tidx = _grow_i64(p_tidx, n_pend + 1)
+                            n_pend = _pend_insert(j, ntape - 1, tr, p_src, p_u, p_tidx, n_pend, p_next)
+                        else:
+                            if sch_n >= sch_g.shape[0]:
+                                sch_g = _grow_i64(sch_g, sch_n + 1)
+                                sch_u = _grow_f64(sch_u, sch_n + 1)
+                                sch_src = _grow_i32(sch_src, sch_n + 1)
+                                sch_tidx = _grow_i64(sch_tidx, sch_n + 1)
+                            sch_n = _schedule(j, ntape - 1, n, tr, dt, n_steps, sch_g, sch_u, sch_src, sch_tidx, sch_n)
+                        continue
+                    src = j
+                    ua = u
+                    tidx_a = ntape - 1
+                # ---- the arrival of src's spike (tape index tidx_a) at ua: its current jump on
+                #      every target at that time
+                cnt[C_ARRIVALS] += 1
+                if has_dly:
+                    if na < tape.a_step.shape[1]:
+                        tape.a_step[b, na] = n + 1
+                        tape.a_src[b, na] = tidx_a
+                        tape.a_delta[b, na] = dt - ua
+                    na += 1
+                ls = _layer_of(src, noff, n_layers)
+                i = src - noff[ls]
+                delta = dt - ua
+                if ls < L:
+                    S = sizes[ls + 1]
+                    base = ff_off[ls + 1] + i * S
+                    po = noff[ls + 1]
+                    if spiking[ls + 1] == 1:
+                        _hit_row(V, I, A, W, base, po, S, uni[ls + 1], ua, 1.0, thr[ls + 1], ada[ls + 1], dt, alpha,
+                                 beta, cfw, tau_m, tau_s, tau_a, aa, rt, ea, eb, cu, cst)
+                        _refresh(cu, bmin, po, po + S, NS)
+                        cnt[C_RETESTS] += S
+                    else:  # the leaky-integrator output, already at t_{n+1}
+                        if want_max:  # its voltage just before the arrival: a candidate maximum (a kink)
+                            for k in range(no):
+                                if k == 0 or uni[L] == 0:
+                                    tmk = tau_m[oo + k]
+                                    tsk = tau_s[oo + k]
+                                    xa = np.exp(delta / tmk)
+                                    xb = np.exp(delta / tsk)
+                                    kb = _kap(-delta, tmk, tsk)
+                                vc = xa * V[oo + k] + I[oo + k] * kb  # V(t_c^-)
+                                if vc > vmax[k]:
+                                    vmax[k] = vc
+                                    tmax[k] = n + 1
+                                    mx_ref[k] = tidx_a
+                                    mx_delta[k] = delta
+                                    mx_slope[k] = I[oo + k] * xb - vc  # tau_m dV/dt(t_c^-)
+                        _deliver(I, V, W, base, po, S, uni[L], tau_m, tau_s, delta, ea, eb, ek, rt)
+                        if delta > 0.0:
+                            for k in range(no):
+                                if k == 0 or uni[L] == 0:
+                                    area = _kap_area(delta, tau_m[oo + k], tau_s[oo + k])
+                                integral[k] += W[base + k] * w_end * area
+                if rec_off[ls] >= 0:
+                    S = sizes[ls]
+                    base = rec_off[ls] + i * S
+                    _hit_row(V, I, A, W, base, noff[ls], S, uni[ls], ua, 1.0, thr[ls], ada[ls], dt, alpha, beta, cfw,
+                             tau_m, tau_s, tau_a, aa, rt, ea, eb, cu, cst)
+                    _refresh(cu, bmin, noff[ls], noff[ls] + S, NS)
+                    cnt[C_RETESTS] += S
+            for j in range(NS):
+                cu[j] = np.inf
+            for k in range(bmin.shape[0]):
+                bmin[k] = np.inf
+        cnt[C_SPIKES] += n_step_spk
+        if n_step_spk > cnt[C_MAXSTEP]:
+            cnt[C_MAXSTEP] = n_step_spk
+        # ---- the spiking layers at t_{n+1}: from their coefficients (two loops that vectorise)
+        for j in range(NS):
+            V[j] = alpha[j] * V[j] + cfw[j] * I[j]
+        for j in range(NS):
+            I[j] = beta[j] * I[j]
+        if any_ada:
+            for j in range(NT):
+                A[j] = aa[j] * A[j]
     if has_dly:
         tape.a_n[b] = na
     return ntape, graze
@@ -648,39 +616,26 @@ def _forward_chunk(c, n_chunks, net, inp, ro, tape, out, n_steps, dt, grazing_ep
     NT = net.alpha.shape[0]
     W = net.W
     tau_m = net.tau_m
-    V = np.empty(NT, dtype=W.dtype)
+    V = np.empty(NT, dtype=W.dtype)  # during a step: the coefficients P, Q of the spiking layers
     I = np.empty(NT, dtype=W.dtype)
-    # spikes detected at one grid time (at most one per neuron), or, with delays, the arrivals
-    # delivered at one grid time (up to two per neuron from one step, and those of sliver spikes)
-    NL = 4 * NT if net.has_dly else NT
-    prev_ids = np.empty(NL, dtype=np.int32)
-    cur_ids = np.empty(NL, dtype=np.int32)
-    prev_delta = np.empty(NL, dtype=np.float64)
-    cur_delta = np.empty(NL, dtype=np.float64)
-    prev_tidx = np.empty(NL, dtype=np.int64)  # their (source spikes') tape positions
-    cur_tidx = np.empty(NL, dtype=np.int64)
-    mark = np.empty(NT, dtype=np.int64)  # grid time of each neuron's latest spike
-    c_j = np.empty(NT, dtype=np.int64)  # crossing candidates of a step: neuron, time, state at c_ul
-    c_u = np.empty(NT, dtype=np.float64)
-    c_v = np.empty(NT, dtype=np.float64)
-    c_i = np.empty(NT, dtype=np.float64)
-    c_ul = np.empty(NT, dtype=np.float64)
-    c_corr = np.empty(NT, dtype=np.float64)
-    c_alive = np.empty(NT, dtype=np.int8)
-    qm = np.empty(NT, dtype=W.dtype)  # 2 dt / tau_m, for the near-threshold test
+    Ve = np.empty(NT, dtype=W.dtype)  # the state at the step's end without events (block test)
+    Ie = np.empty(NT, dtype=W.dtype)
+    cu = np.empty(NT, dtype=np.float64)  # next crossing time in the step (exact or a lower bound), inf if none
+    cst = np.zeros(NT, dtype=np.int8)  # 1 exact, 2 lower bound
+    bmin = np.full((NT + 31) // 32, np.inf)  # minima of cu over blocks of 32 neurons
+    qm = np.empty(NT, dtype=np.float64)  # dt / tau_m, for the block test
     for j in range(NT):
-        qm[j] = 2.0 * dt / tau_m[j]
-    ea = np.empty(NT, dtype=np.float64)  # per-neuron decays over one delta (non-uniform layers)
+        qm[j] = dt / tau_m[j]
+    ea = np.empty(NT, dtype=np.float64)  # per-neuron decays (non-uniform layers)
     eb = np.empty(NT, dtype=np.float64)
     ek = np.empty(NT, dtype=np.float64)
     rt = _rates(tau_m, net.tau_s)
-    A = np.empty(NT, dtype=W.dtype)  # adaptation of alif neurons (0 elsewhere)
-    c_a = np.empty(NT, dtype=np.float64)  # a candidate's A at the step start
-    # delayed arrivals: pending inside the current step, and scheduled for later steps (at most
-    # one spike per neuron and step is in flight per step of its delay)
+    A = np.empty(NT, dtype=W.dtype)  # adaptation of alif neurons (0 elsewhere; during a step: A at its start)
+    # delayed arrivals: pending inside the current step, and scheduled for later steps (grown on demand)
     n_sch = 1
     if net.has_dly:
         n_sch = NT * (int(np.ceil(net.dly.max() / dt)) + 2)
+    NL = 4 * NT + 16
     p_src = np.empty(NL, dtype=np.int32)
     p_u = np.empty(NL, dtype=np.float64)
     p_tidx = np.empty(NL, dtype=np.int64)
@@ -688,9 +643,7 @@ def _forward_chunk(c, n_chunks, net, inp, ro, tape, out, n_steps, dt, grazing_ep
     sch_u = np.empty(n_sch, dtype=np.float64)
     sch_src = np.empty(n_sch, dtype=np.int32)
     sch_tidx = np.empty(n_sch, dtype=np.int64)
-    scr = _FwdScratch(V, I, qm, mark, prev_ids, cur_ids, prev_delta, cur_delta, prev_tidx, cur_tidx,
-                      c_j, c_u, c_v, c_i, c_ul, c_corr, c_alive, ea, eb, ek, rt, A, c_a,
-                      p_src, p_u, p_tidx, sch_g, sch_u, sch_src, sch_tidx)
+    scr = _FwdScratch(V, I, qm, Ve, Ie, cu, cst, bmin, ea, eb, ek, rt, A, p_src, p_u, p_tidx, sch_g, sch_u, sch_src, sch_tidx)
     b0 = (c * B) // n_chunks
     b1 = ((c + 1) * B) // n_chunks
     for b in range(b0, b1):
@@ -757,7 +710,7 @@ def _apply_jump(lamV, lamI, nid, jv, ji):
 
 @njit(cache=True)
 def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, lamV, lamI, order, gtmp, dW,
-                     rec_b, rec_lamV, rec_lamI, tg, nu, dtau, ea, eb, ek, rt, want_delay, dd, gd, lamA, okey, fbv, ddh):
+                     rec_b, rec_lamV, rec_lamI, tg, nu, dtau, ea, eb, ek, rt, want_delay, dd, gd, lamA, fbv, ddh):
     """Backward pass of sample b (accumulated into dW). Returns how often |lambda| was bounded.
 
     With ``tg.want`` it also accumulates dL/dtau_m, dL/dtau_s of every hidden neuron into dtau
@@ -848,25 +801,19 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
         a_lo = a_top
         while a_lo >= 0 and tape.a_step[b, a_lo] == m:
             a_lo -= 1
-        # the grid time's events, latest first (increasing delta; insertion sort, groups are small):
-        # emissions (code e >= 0) and, with delays, arrivals (code -(a + 1)), an arrival before an
-        # emission at the same time
+        # the grid time's events, latest first: the forward pass wrote a step's emissions (and,
+        # with delays, its arrivals) in time order, so each list read backward has increasing
+        # delta; the two are merged (an arrival before an emission at the same time)
         n_ev = 0
-        for q in range(e_top - e_lo + a_top - a_lo):
-            if q < e_top - e_lo:
-                code = e_lo + 1 + q
-                key = tape_delta[b, code]
+        qe = e_top
+        qa = a_top
+        while qe > e_lo or qa > a_lo:
+            if qa > a_lo and (qe <= e_lo or tape.a_delta[b, qa] <= tape_delta[b, qe]):
+                order[n_ev] = -(qa + 1)
+                qa -= 1
             else:
-                a = a_lo + 1 + q - (e_top - e_lo)
-                code = -(a + 1)
-                key = tape.a_delta[b, a]
-            r = n_ev
-            while r > 0 and (okey[r - 1] > key or (okey[r - 1] == key and order[r - 1] >= 0 and code < 0)):
-                order[r] = order[r - 1]
-                okey[r] = okey[r - 1]
-                r -= 1
-            order[r] = code
-            okey[r] = key
+                order[n_ev] = qe
+                qe -= 1
             n_ev += 1
         w_end = 0.0
         if m >= 1 and spiking[L] == 0:
@@ -958,8 +905,14 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
             if has_dly:
                 fb = fbv[e]
             extra = 0.0
-            if l == L and fs_step[i] == m:
-                extra = g_spk[b, i]
+            if l == L and fs_step[i] == m:  # the first spike: no earlier one of i in this step
+                first = True
+                for e2 in range(e_lo + 1, e):
+                    if tape_id[b, e2] == nid:
+                        first = False
+                        break
+                if first:
+                    extra = g_spk[b, i]
             a_i = np.exp(-delta / tau_m[nid])
             b_i = np.exp(-delta / tau_s[nid])
             if ada[l]:  # adaptive threshold: lambda_A takes part in the jump and jumps too
@@ -1081,8 +1034,8 @@ def _backward_chunk(c, n_chunks, net, inp, ro, tape, fo, gr, n_steps, inv_T, use
     lamV = np.empty(NT, dtype=W.dtype)
     lamI = np.empty(NT, dtype=W.dtype)
     lamA = np.empty(NT, dtype=W.dtype)
-    order = np.empty(4 * NT + 1, dtype=np.int64)  # a grid time's events (spikes, and arrivals with delays)
-    okey = np.empty(4 * NT + 1, dtype=np.float64)
+    # a grid time's events (spikes, and arrivals with delays): at most the whole tape
+    order = np.empty(tape.step.shape[1] + (tape.a_step.shape[1] if net.has_dly else 0) + 1, dtype=np.int64)
     fbv = np.zeros(tape.step.shape[1] if net.has_dly else 1, dtype=np.float64)  # per spike: dL/d(arrival time)
     ddh = dg.dh[c]
     for j in range(ddh.shape[0]):
@@ -1097,7 +1050,7 @@ def _backward_chunk(c, n_chunks, net, inp, ro, tape, fo, gr, n_steps, inv_T, use
     for b in range(b0, b1):
         hits[c] += _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, lamV, lamI, order,
                                     gtmp, dW, rec_b, rec_lamV, rec_lamI, tg, nu, dtau, ea, eb, ek, rt, want_delay,
-                                    dd, gd, lamA, okey, fbv, ddh)
+                                    dd, gd, lamA, fbv, ddh)
 
 
 @njit(cache=True, parallel=True)

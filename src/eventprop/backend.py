@@ -113,6 +113,7 @@ class ForwardOutputs(NamedTuple):
     fs_step: np.ndarray  # int64 (B, C) its arrival step, -1 if none
     counts: np.ndarray  # int32 (B, neurons) spike counts
     graze: np.ndarray  # int64 (B,) spikes whose d was floored
+    counters: np.ndarray  # int64 (B, N_COUNTERS): what the forward pass did (see FORWARD_COUNTERS)
 
 
 class ReadoutGradArrays(NamedTuple):
@@ -154,6 +155,11 @@ class Backend(Protocol):
                             np.ndarray | None, np.ndarray | None]: ...
 
 
+# what the CPU forward pass counts per sample (ForwardOutputs.counters; engine.Forward.counters())
+FORWARD_COUNTERS = ("solves", "solver_iterations", "no_root", "solver_failures", "retests", "spikes", "arrivals",
+                    "max_spikes_in_a_step")
+
+
 def allocate_forward(B: int, C: int, NT: int, n_steps: int, cap: int, dtype, want_trace: bool, aux: bool = False,
                      arrivals: bool = False):
     """Zeroed host arrays of a forward pass (a backend may allocate its own); ``aux``: the
@@ -169,6 +175,7 @@ def allocate_forward(B: int, C: int, NT: int, n_steps: int, cap: int, dtype, wan
         np.zeros((B, C), dtype), np.zeros((B, C), dtype),
         np.zeros((B, n_steps + 1, C) if want_trace else (1, 1, 1), dtype),
         np.zeros((B, C), np.float64), np.zeros((B, C), np.int64), np.zeros((B, NT), np.int32), np.zeros(B, np.int64),
+        np.zeros((B, len(FORWARD_COUNTERS)), np.int64),
     )
     return tape, fo
 

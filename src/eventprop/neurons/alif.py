@@ -20,26 +20,16 @@ with the adjoints just after it and Y the LIF's feedback and readout terms,
 A+ = A + beta; theta + A (1 - tau_m / tau_a) = I - D; with A = 0, beta = 0 the first line is the
 LIF's jump (theta lambda_V + Y) / (I - theta)).
 
-The crossing inside a step follows the LIF rule (eventprop.neurons.lif._first_crossing) with g in
-place of V - theta: already above; above at the end (the root); or rising at the start and falling
-at the end with a maximum above threshold (the root before the maximum).
+The crossing after an event is the first root of g on the rest of the step, found exactly
+(``first_crossing``: g is split at its extrema, at most two, into monotone pieces); since A only
+decays between the neuron's own spikes, V must reach theta + min(A) first, and the kernels use
+the LIF tests with that threshold to rule most neurons out cheaply.
 """
 
 import numpy as np
 from numba import njit
 
 from .lif import _kap, _kap_e
-
-
-@njit(cache=True, inline="always")
-def count_near(V, I, A, th, qm):
-    """How many neurons of a block may have reached the adaptive threshold th + A during the step
-    (the LIF block test, eventprop.neurons.lif._count_near, on V - A)."""
-    c = 0
-    for j in range(V.shape[0]):
-        v = V[j]
-        c += v - A[j] + qm[j] * max(v - I[j], 0.0) >= th
-    return c
 
 
 @njit(cache=True)
@@ -54,33 +44,56 @@ def g_and_slope(u, v, i, a, th, tm, ts, ta):
 
 
 @njit(cache=True)
-def _root(lo, hi, glo, ghi, v, i, a, th, tm, ts, ta):
-    """The u in [lo, hi] with g(u) = 0, given g(lo) < 0 <= g(hi): Newton steps inside a bracket that
-    shrinks with every evaluation (bisection when a step leaves it)."""
+def _root(lo, hi, glo, ghi, v, i, a, th, tm, ts, ta, cnt):
+    """The u in [lo, hi] with g(u) = 0, given g(lo) < 0 <= g(hi) and one sign change of g there:
+    Newton steps inside a bracket that shrinks with every evaluation (bisection when a step leaves
+    it). cnt as lif._crossing."""
+    cnt[0] += 1
     width = hi - lo
     x = lo + width * (-glo) / (ghi - glo) if ghi > glo else 0.5 * (lo + hi)
-    for _ in range(100):
+    tol = 1e-12 * width
+    for it in range(1, 101):
         gx, dg = g_and_slope(x, v, i, a, th, tm, ts, ta)
         if gx >= 0.0:
             hi = x
         else:
             lo = x
-        if gx == 0.0 or hi - lo <= 1e-15 * width:
-            break
         xn = x - gx / dg if dg > 0.0 else -1.0
-        if not (lo < xn < hi):
+        if not (lo <= xn <= hi):
             xn = 0.5 * (lo + hi)
-        if abs(xn - x) <= 1e-14 * width:
-            x = xn
-            break
+        if gx == 0.0 or abs(xn - x) <= tol or hi - lo <= tol:
+            cnt[1] += it
+            return min(max(xn, lo), hi) if gx != 0.0 else x
         x = xn
-    return x
+    cnt[1] += 100
+    cnt[3] += 1
+    return hi
 
 
 @njit(cache=True)
-def first_crossing(v, i, a, th, tm, ts, ta, span):
+def _slope_zero(lo, hi, v, i, a, th, tm, ts, ta):
+    """The u in (lo, hi) where dg/du changes sign (dg/du has one sign change there): bisection."""
+    slo = g_and_slope(lo, v, i, a, th, tm, ts, ta)[1] > 0.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if (g_and_slope(mid, v, i, a, th, tm, ts, ta)[1] > 0.0) == slo:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+@njit(cache=True)
+def first_crossing(v, i, a, th, tm, ts, ta, span, cnt):
     """First u in [0, span] at which the free trajectory from (V, I, A) = (v, i, a) reaches
-    V - A = theta; -1 if none (float64 whatever the engine's dtype)."""
+    V - A = theta; -1 if none (proven), float64 whatever the engine's dtype.
+
+    g = V - A - theta is a sum of three exponentials and can have two extrema in a span. With
+    p(u) = e^{u/tau_m} dg/du, dp/du = -k1 e^{-u/tau_s} - k2 e^{-u/tau_a} (k1 = i/(tau_m tau_s),
+    k2 = (1/tau_a - 1/tau_m) a/tau_a) has at most one zero u_c, so dg/du has at most one sign
+    change on [0, u_c] and on [u_c, span]: the extrema of g. Between consecutive knots (0, u_c,
+    the extrema, span) g is monotone, and the first piece whose right end has g >= 0 holds the
+    first crossing, a single sign change for the bracketed Newton of _root."""
     v = float(v)
     i = float(i)
     a = float(a)
@@ -92,50 +105,47 @@ def first_crossing(v, i, a, th, tm, ts, ta, span):
     g0, d0 = g_and_slope(0.0, v, i, a, th, tm, ts, ta)
     if g0 >= 0.0:
         return 0.0
-    g1, d1 = g_and_slope(span, v, i, a, th, tm, ts, ta)
-    if g1 >= 0.0:
-        return _root(0.0, span, g0, g1, v, i, a, th, tm, ts, ta)
-    if not (d0 > 0.0 and d1 < 0.0):
-        return -1.0  # not rising at the start or not falling at the end: no maximum inside
+    knots = np.empty(5)
+    nk = 1
+    knots[0] = 0.0
+    k1 = i / (tm * ts)
+    k2 = (1.0 / ta - 1.0 / tm) * a / ta
+    dd = 1.0 / ta - 1.0 / ts
+    uc = -1.0
+    if k1 != 0.0 and k2 != 0.0 and dd != 0.0 and -k2 / k1 > 0.0:
+        uc = np.log(-k2 / k1) / dd
+        if not 0.0 < uc < span:
+            uc = -1.0
+    ends = np.empty(2)
+    ne = 0
+    if uc > 0.0:
+        ends[0] = uc
+        ends[1] = span
+        ne = 2
+    else:
+        ends[0] = span
+        ne = 1
     lo = 0.0
-    hi = span
-    for _ in range(60):  # the maximum: where the slope changes sign
-        mid = 0.5 * (lo + hi)
-        if g_and_slope(mid, v, i, a, th, tm, ts, ta)[1] > 0.0:
-            lo = mid
-        else:
-            hi = mid
-    us = 0.5 * (lo + hi)
-    gs = g_and_slope(us, v, i, a, th, tm, ts, ta)[0]
-    if gs < 0.0:
-        return -1.0
-    return _root(0.0, us, g0, gs, v, i, a, th, tm, ts, ta)
-
-
-@njit(cache=True)
-def sliver_crossing(v, i, a, th, tm, ts, ta, smax):
-    """For a neuron pushed to V - A >= theta at grid time t by spikes emitted up to smax before t: the
-    s in [0, smax] at which its trajectory (free evolution backward from (v, i, a)) crossed."""
-    v = float(v)
-    i = float(i)
-    a = float(a)
-    th = float(th)
-    tm = float(tm)
-    ts = float(ts)
-    ta = float(ta)
-    if g_and_slope(0.0, v, i, a, th, tm, ts, ta)[0] < 0.0:
-        return 0.0
-    if g_and_slope(-smax, v, i, a, th, tm, ts, ta)[0] >= 0.0:
-        return smax
-    lo = 0.0
-    hi = smax
-    for _ in range(50):
-        mid = 0.5 * (lo + hi)
-        if g_and_slope(-mid, v, i, a, th, tm, ts, ta)[0] >= 0.0:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
+    for q in range(ne):
+        hi = ends[q]
+        slo = g_and_slope(lo, v, i, a, th, tm, ts, ta)[1]
+        shi = g_and_slope(hi, v, i, a, th, tm, ts, ta)[1]
+        if (slo > 0.0 and shi < 0.0) or (slo < 0.0 and shi > 0.0):
+            knots[nk] = _slope_zero(lo, hi, v, i, a, th, tm, ts, ta)
+            nk += 1
+        knots[nk] = hi
+        nk += 1
+        lo = hi
+    glo = g0
+    for q in range(1, nk):
+        if knots[q] <= knots[q - 1]:
+            continue
+        ghi = g_and_slope(knots[q], v, i, a, th, tm, ts, ta)[0]
+        if ghi >= 0.0:
+            return _root(knots[q - 1], knots[q], glo, ghi, v, i, a, th, tm, ts, ta, cnt)
+        glo = ghi
+    cnt[2] += 1
+    return -1.0
 
 
 @njit(cache=True, inline="always")

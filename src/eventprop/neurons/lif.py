@@ -6,8 +6,9 @@ below, then V -> 0 (I unchanged); every input or spike arrival makes I jump by i
 * propagator: e^{-u/tau_m}, e^{-u/tau_s} and kappa(u) (V at u after a unit current jump at rest)
   (``_kap``, ``_kap_e``, ``_kap_area``; per-neuron rows ``_decay_rows``/``_rates``);
 * its derivatives in tau_m, tau_s, for learned time constants (``_dprop``, ``_dprop_r``);
-* the threshold crossing inside a step (``_count_near`` block test, ``_first_crossing`` with
-  ``_peak`` and ``_crossing``) and before a grid time (``_sliver_crossing``);
+* the step's trajectory in coefficient form (``gfun``), the necessary crossing test
+  (``may_cross``) and the first crossing after an event (``_first_crossing`` with ``_peak`` and
+  the safeguarded ``_crossing``, which always returns a true root or proves there is none);
 * the slope at a spike, d = tau_m dV/dt = I - theta (``slope_at_spike``), and the adjoint jump of
   lambda_V there, (theta lambda_V + feedback) / d (``adjoint_jump``); the reset V -> 0 is the
   kernels' (shared with eventprop.neurons.alif, which reduces to these with no adaptation).
@@ -16,7 +17,6 @@ below, then V -> 0 (I unchanged); every input or spike arrival makes I jump by i
 import numpy as np
 from numba import njit
 
-NEWTON_STEPS = 6  # at most this many refinements of a crossing time inside its step (see _crossing)
 
 
 @njit(cache=True, inline="always")
@@ -136,15 +136,24 @@ def _dprop_r(h, rm, rs, em, es, kap):
 
 
 @njit(cache=True, inline="always")
-def _count_near(V, I, th, qm):
-    """How many neurons of a block may have reached th during the step: V >= th now, or V falling at
-    the end of the step (I < V) and close enough below th to have peaked above it inside the step
-    (qm = 2 dt/tau_m: twice the excursion tau_m dV/dt can give over one step)."""
-    c = 0
-    for j in range(V.shape[0]):
-        v = V[j]
-        c += v + qm[j] * max(v - I[j], 0.0) >= th
-    return c
+def gfun(u, rm, rs):
+    """g(u) = kappa(u) e^{u/tau_m} = (u/tau_m) h((1/tau_s - 1/tau_m) u), h(z) = (1 - e^{-z})/z, for
+    either sign of u and with no cancellation when tau_m ~ tau_s (rm = 1/tau_m, rs = 1/tau_s).
+    With it a step's trajectory is V(u) = e^{-u/tau_m} (P + Q g(u)), I(u) = Q e^{-u/tau_s}."""
+    z = (rs - rm) * u
+    if abs(z) < 1e-8:
+        return u * rm * (1.0 - 0.5 * z)
+    return -rm * np.expm1(-z) / (rs - rm)
+
+
+@njit(cache=True, inline="always")
+def may_cross(ve, ie, th, q):
+    """Whether a trajectory that ends a span at (ve, ie) may have reached th inside it (a necessary
+    condition; q = span/tau_m): V ends at or above th, or V falls at the end (ie < ve) from a peak
+    that can be above th. At an interior peak V = I, and after it I >= ie (I decays to 0 from
+    above when ie >= 0; a peak with I < 0 is below 0), so V_peak - ve <= q (V_peak - ie), i.e.
+    V_peak <= (ve - q ie)/(1 - q) for q < 1 (no test for q >= 1)."""
+    return ve >= th or (ie < ve and (ve - q * ie >= (1.0 - q) * th or q >= 1.0))
 
 
 @njit(cache=True)
@@ -169,14 +178,20 @@ def _peak(v0, i0, tm, ts, ub):
     return 0.5 * (lo + hi)
 
 
+MAX_ITER = 80  # iterations of the safeguarded root search (bisection alone needs < 60 for 1e-15 dt)
+
+
 @njit(cache=True)
-def _crossing(v0, i0, v1, th, tm, ts, dt, m1):
-    """Time u in [0, dt] after t_n at which V(t_n + u) = v0 e^{-u/tm} + i0 kappa(u) reaches th, given
-    V(t_n) = v0 < th <= V(t_n + dt) = v1 and the slope dV/du = m1 at dt: the root of the cubic
-    Hermite interpolant of V (values and slopes at both ends; error O(dt^4)) as the starting
-    point, then Newton steps on the exact trajectory (tau_m dV/du = I - V), which converge to
-    rounding error, usually in one or two. (dt may also be the time of an interior maximum, m1 = 0,
-    for a crossing that the grid does not see.) Computed in float64 whatever the engine's dtype."""
+def _crossing(v0, i0, v1, th, tm, ts, dt, m1, cnt):
+    """The u in [0, dt] at which V(u) = v0 e^{-u/tm} + i0 kappa(u) reaches th, given V(0) = v0 < th
+    <= V(dt) = v1, dV/du = m1 at dt, and that V - th changes sign once in [0, dt] (the callers
+    ensure it: V has at most one extremum between events, and dt is the step's end or that
+    extremum, a maximum, with m1 = 0). Start: the root of the cubic Hermite interpolant of V
+    (values and slopes at both ends, O(dt^4)); then Newton steps on the exact trajectory kept
+    inside a bracket [lo, hi] with V(lo) < th <= V(hi) that every evaluation shrinks (a step that
+    leaves it, or a slope <= 0, bisects instead). It therefore always ends on a true root (to
+    1e-12 dt), also at a peak that grazes th (linear convergence there). float64 throughout.
+    cnt[0] += 1 per solve, cnt[1] += iterations, cnt[3] += 1 if it did not converge."""
     v0 = float(v0)
     i0 = float(i0)
     th = float(th)
@@ -184,16 +199,18 @@ def _crossing(v0, i0, v1, th, tm, ts, dt, m1):
     ts = float(ts)
     dt = float(dt)
     v1 = float(v1)
+    cnt[0] += 1
+    if not v1 > v0:
+        return dt if v1 >= th else 0.0
     frac = (th - v0) / (v1 - v0)
-    if not frac >= 0.0:  # also catches NaN from 0/0
-        return 0.0
     if frac > 1.0:
         frac = 1.0
-    # Hermite cubic p(s), s = u/dt: Newton on the polynomial from the linear guess (no exps)
+    if not frac >= 0.0:
+        frac = 0.0
     a0 = dt * (i0 - v0) / tm
     a1 = dt * float(m1)
     x = frac
-    for _ in range(3):
+    for _ in range(3):  # Newton on the Hermite cubic p(s), s = u/dt, from the linear guess (no exps)
         x2 = x * x
         x3 = x2 * x
         p = (2 * x3 - 3 * x2 + 1) * v0 + (x3 - 2 * x2 + x) * a0 + (3 * x2 - 2 * x3) * v1 + (x3 - x2) * a1 - th
@@ -205,62 +222,52 @@ def _crossing(v0, i0, v1, th, tm, ts, dt, m1):
         if not 0.0 <= x <= 1.0:
             x = frac
             break
+    lo = 0.0
+    hi = dt
     u = x * dt
-    for _ in range(NEWTON_STEPS):
+    tol = 1e-12 * dt
+    for it in range(1, MAX_ITER + 1):
         em = np.exp(-u / tm)
         es = np.exp(-u / ts)
         v = v0 * em + i0 * _kap_e(u, tm, ts, em, es)
+        f = v - th
+        if f >= 0.0:
+            hi = u
+        else:
+            lo = u
         slope = (i0 * es - v) / tm
-        if not slope > 0.0:
-            break
-        u_new = u - (v - th) / slope
-        if u_new < 0.0:
-            u_new = 0.0
-        elif u_new > dt:
-            u_new = dt
-        if abs(u_new - u) <= 1e-10 * dt:
-            u = u_new
-            break
-        u = u_new
-    return u
+        un = u - f / slope if slope > 0.0 else -1.0
+        if not (lo <= un <= hi):
+            un = 0.5 * (lo + hi)
+        if abs(un - u) <= tol or hi - lo <= tol:
+            cnt[1] += it
+            return min(max(un, lo), hi)
+        u = un
+    cnt[1] += MAX_ITER
+    cnt[3] += 1
+    return hi
 
 
 @njit(cache=True)
-def _first_crossing(v, i, v1, i1, th, tm, ts, span):
-    """First u in [0, span] at which the free trajectory from (V, I) = (v, i) reaches th; -1 if none.
-    (v1, i1): the state at span."""
+def _first_crossing(v, i, v1, i1, th, tm, ts, span, cnt):
+    """First u in [0, span] at which the free trajectory from (V, I) = (v, i) reaches th; -1 if there is
+    none, which is then proven: (v1, i1) is the state at span, and V, having at most one extremum
+    in the span, stays below th unless it ends above it or rises to an interior maximum above it."""
     if v >= th:
         return 0.0
     if v1 >= th:
-        return _crossing(v, i, v1, th, tm, ts, span, (i1 - v1) / tm)
+        return _crossing(v, i, v1, th, tm, ts, span, (i1 - v1) / tm, cnt)
     if not i > v or not i1 < v1:
+        cnt[2] += 1
         return -1.0  # not rising at the start or not falling at the end: no maximum inside
     us = _peak(v, i, tm, ts, span)
     em = np.exp(-us / tm)
     es = np.exp(-us / ts)
     vs = v * em + i * _kap_e(us, tm, ts, em, es)
     if vs < th:
+        cnt[2] += 1
         return -1.0
-    return _crossing(v, i, vs, th, tm, ts, us, 0.0)
-
-
-@njit(cache=True)
-def _sliver_crossing(v, i, th, tm, ts, smax):
-    """For a neuron pushed to V = v >= th at grid time t by spikes emitted up to smax before t: the
-    s in [0, smax] at which its trajectory (free evolution backward from (v, i)) crossed th."""
-    if v < th:
-        return 0.0
-    if np.exp(smax / tm) * v + i * _kap(-smax, tm, ts) >= th:
-        return smax
-    lo = 0.0
-    hi = smax
-    for _ in range(50):
-        mid = 0.5 * (lo + hi)
-        if np.exp(mid / tm) * v + i * _kap(-mid, tm, ts) >= th:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
+    return _crossing(v, i, vs, th, tm, ts, us, 0.0, cnt)
 
 
 @njit(cache=True, inline="always")
