@@ -19,7 +19,7 @@ from .neurons import alif as _alif
 from .neurons import lif as _lif
 
 # per-chunk work arrays of the forward pass
-_FwdScratch = namedtuple("_FwdScratch", "V I qm Ve Ie cu cst bmin ea eb ek rt A p_src p_u p_tidx sch_g sch_u sch_src sch_tidx")
+_FwdScratch = namedtuple("_FwdScratch", "V I qm thn Ve Ie cu cst bmin ea eb ek rt A p_src p_u p_tidx sch_g sch_u sch_src sch_tidx")
 
 LAMBDA_MAX = 1e15  # bound on |lambda_V|, |lambda_I| after a jump (see _backward_sample)
 
@@ -176,14 +176,29 @@ def _next_candidate(cu, bmin, NS):
     return np.inf, -1  # (not reached)
 
 
+@njit(cache=True, inline="always")
+def _mc(ve, ie, th, q):
+    """lif.may_cross without branches (for loops that vectorise)."""
+    return (ve >= th) | ((ie < ve) & ((ve - q * ie >= (1.0 - q) * th) | (q >= 1.0)))
+
+
 @njit(cache=True)
 def _hit_row(V, I, A, W, base, po, S, uni, u, wscale, th, ada, dt, alpha, beta, cfw, tau_m, tau_s, tau_a, aa, rt,
              ea, eb, cu, cst):
     """A current jump at time u of the step into neurons po..po+S-1 of a spiking layer (weights
     wscale * W[base:base+S]; wscale = 0 only re-tests): in coefficient form (V(u) = e^{-u/tau_m}
     (P + Q g(u)), I = Q e^{-u/tau_s}, with P, Q held in V, I during the step) a jump w at u is
-    Q += w e^{u/tau_s}, P += w e^{u/tau_m} g(-u); then each target's new trajectory is re-tested
-    in the same pass: cu gets a lower bound on its next crossing (cst 2), or inf."""
+    Q += w e^{u/tau_s}, P += w e^{u/tau_m} g(-u). Each target's new trajectory is re-tested in the
+    same pass over the row: the necessary test on its state at the step's end (lif.may_cross)
+    rules most out (cu = inf); the rest (cst = 2) then get a lower bound on their next crossing.
+    A neuron's V must first reach theta + min(A) (A = 0 for lif neurons). The loops run over
+    views of the row, so that they vectorise."""
+    Vr = V[po : po + S]
+    Ir = I[po : po + S]
+    Ar = A[po : po + S]
+    Wr = W[base : base + S]
+    cr = cu[po : po + S]
+    sr = cst[po : po + S]
     if uni:
         tm = float(tau_m[po])
         rm = rt[0, po]
@@ -197,30 +212,30 @@ def _hit_row(V, I, A, W, base, po, S, uni, u, wscale, th, ada, dt, alpha, beta, 
         be = float(beta[po])
         cf = float(cfw[po])
         q = (dt - u) * rm
-        if ada:
-            za = np.exp(-u / tau_a[po])
-            zb = float(aa[po])
-            for j in range(S):
-                n = po + j
-                w = wscale * W[base + j]
-                P = V[n] + w * fp
-                Q = I[n] + w * fq
-                V[n] = P
-                I[n] = Q
-                an = float(A[n])
-                the = th + min(an * za, an * zb)  # V must reach theta + min(A) first
-                cu[n] = _bound(xm * (P + Q * gu), Q * ys, al * P + cf * Q, be * Q, the, q, u, tm, dt)
-                cst[n] = 2
-        else:
-            for j in range(S):
-                n = po + j
-                w = wscale * W[base + j]
-                P = V[n] + w * fp
-                Q = I[n] + w * fq
-                V[n] = P
-                I[n] = Q
-                cu[n] = _bound(xm * (P + Q * gu), Q * ys, al * P + cf * Q, be * Q, th, q, u, tm, dt)
-                cst[n] = 2
+        za = np.exp(-u / tau_a[po]) if ada else 1.0
+        zb = float(aa[po])
+        k = 0
+        for j in range(S):
+            w = wscale * Wr[j]
+            P = Vr[j] + w * fp
+            Q = Ir[j] + w * fq
+            Vr[j] = P
+            Ir[j] = Q
+            an = Ar[j]
+            f = _mc(al * P + cf * Q, be * Q, th + min(an * za, an * zb), q)
+            sr[j] = 2 * f
+            k += f
+            cr[j] = np.inf
+        if k == 0:
+            return
+        for j in range(S):
+            if sr[j] == 0:
+                continue
+            P = float(Vr[j])
+            Q = float(Ir[j])
+            an = float(Ar[j])
+            cr[j] = _bound(xm * (P + Q * gu), Q * ys, al * P + cf * Q, be * Q, th + min(an * za, an * zb), q, u,
+                           tm, dt)
         return
     _lif._vexp_neg(ea, po, S, u, rt[0])
     _lif._vexp_neg(eb, po, S, u, rt[1])
@@ -237,18 +252,22 @@ def _hit_row(V, I, A, W, base, po, S, uni, u, wscale, th, ada, dt, alpha, beta, 
         else:  # tau_m ~ tau_s: (u/tau_m) h(+-z) by its series
             gu = u * rm * (1.0 - z * (0.5 - z * (1.0 / 6.0 - z * (1.0 / 24.0 - z / 120.0))))
             fp = -u * rm * (1.0 + z * (0.5 + z * (1.0 / 6.0 + z * (1.0 / 24.0 + z / 120.0)))) / em
-        w = wscale * W[base + j]
-        P = V[n] + w * fp
-        Q = I[n] + w / es
-        V[n] = P
-        I[n] = Q
+        w = wscale * Wr[j]
+        P = Vr[j] + w * fp
+        Q = Ir[j] + w / es
+        Vr[j] = P
+        Ir[j] = Q
         the = th
         if ada:
-            an = float(A[n])
+            an = float(Ar[j])
             the = th + min(an * np.exp(-u / tau_a[n]), an * aa[n])
-        cu[n] = _bound(em * (P + Q * gu), Q * es, alpha[n] * P + cfw[n] * Q, beta[n] * Q, the, (dt - u) * rm, u,
-                       float(tau_m[n]), dt)
-        cst[n] = 2
+        q = (dt - u) * rm
+        ve = alpha[n] * P + cfw[n] * Q
+        ie = beta[n] * Q
+        cr[j] = np.inf
+        if _mc(ve, ie, the, q):
+            cr[j] = _bound(em * (P + Q * gu), Q * es, ve, ie, the, q, u, float(tau_m[n]), dt)
+            sr[j] = 2
 
 
 @njit(cache=True)
@@ -317,7 +336,7 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
     mx_delta, mx_slope, trace = out.mx_delta[b], out.mx_slope[b], out.trace
     fs_time, fs_step, counts = out.fs_time[b], out.fs_step[b], out.counts[b]
     cnt = out.counters[b]
-    V, I, qm, Ve, Ie, cu, cst, bmin = scr.V, scr.I, scr.qm, scr.Ve, scr.Ie, scr.cu, scr.cst, scr.bmin
+    V, I, qm, thn, Ve, Ie, cu, cst, bmin = scr.V, scr.I, scr.qm, scr.thn, scr.Ve, scr.Ie, scr.cu, scr.cst, scr.bmin
     ea, eb, ek, rt = scr.ea, scr.eb, scr.ek, scr.rt
     ada, tau_a, aa, binc, A, tape_aux = net.ada, net.tau_a, net.aa, net.binc, scr.A, tape.aux
     any_ada = ada.sum() > 0
@@ -398,36 +417,55 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
         # ---- the spiking layers: their state at the step's end if nothing happened (two loops
         #      that vectorise); a block test rules out most neurons, the rest get a lower bound
         #      on their first crossing (cu, cst = 2) or inf
-        for j in range(NS):
-            Ve[j] = alpha[j] * V[j] + cfw[j] * I[j]
-        for j in range(NS):
-            Ie[j] = beta[j] * I[j]
         n_cand = 0
         for l in range(n_layers):
             if spiking[l] == 0:
                 continue
-            th = thr[l]
-            ad = ada[l]
-            j_end = noff[l] + sizes[l]
-            for blk in range(noff[l], j_end, 32):
-                blk_end = min(blk + 32, j_end)
-                c = 0
-                if ad:
-                    for j in range(blk, blk_end):
-                        c += _lif.may_cross(Ve[j], Ie[j], th + min(A[j], A[j] * aa[j]), qm[j])
-                else:
-                    for j in range(blk, blk_end):
-                        c += _lif.may_cross(Ve[j], Ie[j], th, qm[j])
-                if c == 0:
+            po = noff[l]
+            S = sizes[l]
+            Vr = V[po : po + S]
+            Ir = I[po : po + S]
+            Ver = Ve[po : po + S]
+            Ier = Ie[po : po + S]
+            sr = cst[po : po + S]
+            if uni[l] and not ada[l]:  # (the common case: scalars, five streams)
+                al = float(alpha[po])
+                be = float(beta[po])
+                cf = float(cfw[po])
+                q = qm[po]
+                th = float(thr[l])
+                k = 0
+                for j in range(S):
+                    ve = al * Vr[j] + cf * Ir[j]
+                    ie = be * Ir[j]
+                    Ver[j] = ve
+                    Ier[j] = ie
+                    f = _mc(ve, ie, th, q)
+                    sr[j] = 2 * f
+                    k += f
+            else:
+                k = 0
+                for j in range(S):
+                    nn = po + j
+                    ve = alpha[nn] * Vr[j] + cfw[nn] * Ir[j]
+                    ie = beta[nn] * Ir[j]
+                    Ver[j] = ve
+                    Ier[j] = ie
+                    an = A[nn]
+                    f = _mc(ve, ie, thn[nn] + min(an, an * aa[nn]), qm[nn])
+                    sr[j] = 2 * f
+                    k += f
+            if k == 0:
+                continue
+            n_cand += k
+            for j in range(S):
+                if sr[j] == 0:
                     continue
-                for j in range(blk, blk_end):
-                    the = th + min(A[j], A[j] * aa[j]) if ad else th
-                    lb = _bound(V[j], I[j], Ve[j], Ie[j], the, qm[j], 0.0, tau_m[j], dt)
-                    if lb < np.inf:
-                        cu[j] = lb
-                        cst[j] = 2
-                        n_cand += 1
-                _refresh(cu, bmin, blk, blk_end, NS)
+                nn = po + j
+                an = float(A[nn])
+                cu[nn] = _bound(float(Vr[j]), float(Ir[j]), float(Ver[j]), float(Ier[j]), thn[nn] + min(an, an * aa[nn]),
+                               qm[nn], 0.0, float(tau_m[nn]), dt)
+            _refresh(cu, bmin, po, po + S, NS)
         n_pend = 0  # delayed arrivals inside this step, in time order (p_next: the first not yet processed)
         p_next = 0
         if has_dly:
@@ -589,11 +627,18 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
         cnt[C_SPIKES] += n_step_spk
         if n_step_spk > cnt[C_MAXSTEP]:
             cnt[C_MAXSTEP] = n_step_spk
-        # ---- the spiking layers at t_{n+1}: from their coefficients (two loops that vectorise)
-        for j in range(NS):
-            V[j] = alpha[j] * V[j] + cfw[j] * I[j]
-        for j in range(NS):
-            I[j] = beta[j] * I[j]
+        # ---- the spiking layers at t_{n+1}: from their coefficients (two loops that vectorise),
+        #      or, when no event touched them, the end state computed above (bitwise the same)
+        if n_cand > 0 or n_pend > 0:
+            for j in range(NS):
+                V[j] = alpha[j] * V[j] + cfw[j] * I[j]
+            for j in range(NS):
+                I[j] = beta[j] * I[j]
+        else:
+            for j in range(NS):
+                V[j] = Ve[j]
+            for j in range(NS):
+                I[j] = Ie[j]
         if any_ada:
             for j in range(NT):
                 A[j] = aa[j] * A[j]
@@ -623,9 +668,11 @@ def _forward_chunk(c, n_chunks, net, inp, ro, tape, out, n_steps, dt, grazing_ep
     cu = np.empty(NT, dtype=np.float64)  # next crossing time in the step (exact or a lower bound), inf if none
     cst = np.zeros(NT, dtype=np.int8)  # 1 exact, 2 lower bound
     bmin = np.full((NT + 31) // 32, np.inf)  # minima of cu over blocks of 32 neurons
-    qm = np.empty(NT, dtype=np.float64)  # dt / tau_m, for the block test
+    qm = np.empty(NT, dtype=np.float64)  # dt / tau_m, for the crossing test
+    thn = np.empty(NT, dtype=np.float64)  # per neuron: its layer's threshold
     for j in range(NT):
         qm[j] = dt / tau_m[j]
+        thn[j] = net.thr[_layer_of(j, net.noff, net.sizes.shape[0])]
     ea = np.empty(NT, dtype=np.float64)  # per-neuron decays (non-uniform layers)
     eb = np.empty(NT, dtype=np.float64)
     ek = np.empty(NT, dtype=np.float64)
@@ -643,7 +690,7 @@ def _forward_chunk(c, n_chunks, net, inp, ro, tape, out, n_steps, dt, grazing_ep
     sch_u = np.empty(n_sch, dtype=np.float64)
     sch_src = np.empty(n_sch, dtype=np.int32)
     sch_tidx = np.empty(n_sch, dtype=np.int64)
-    scr = _FwdScratch(V, I, qm, Ve, Ie, cu, cst, bmin, ea, eb, ek, rt, A, p_src, p_u, p_tidx, sch_g, sch_u, sch_src, sch_tidx)
+    scr = _FwdScratch(V, I, qm, thn, Ve, Ie, cu, cst, bmin, ea, eb, ek, rt, A, p_src, p_u, p_tidx, sch_g, sch_u, sch_src, sch_tidx)
     b0 = (c * B) // n_chunks
     b1 = ((c + 1) * B) // n_chunks
     for b in range(b0, b1):
