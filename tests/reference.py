@@ -33,25 +33,43 @@ def _consts(tm, ts, dt):
     return a, b, cf, cb
 
 
-def _first_crossing_ref(v, i, th, tm, ts, span, a=0.0, ta=np.inf):
-    """First u in [0, span] where the free trajectory from (v, i) reaches th (roots by brentq).
+def _first_crossing(v, i, a, th, tm, ts, ta, span):
+    """First s in [0, span] where the free trajectory from (V, I, A) = (v, i, a) reaches V - A = th
+    from below (None if it stays below; 0 if it starts at or above). a = 0 (LIF, or alif before its
+    first spike) is the LIF computation; A(s) = a e^{-s/ta}.
 
-    With an adaptation a (alif, decaying with ta) the threshold is th + a e^{-u/ta}; slope is
-    then tau_m times the derivative of V - a e^{-u/ta} (a = 0 gives the LIF computation exactly).
+    Bracketing: g(s) = V(s) - A(s) - th and g' = (I(s) - V(s))/tm + A(s)/ta. With
+    V(s) = c1 e^{-s/tm} + c2 e^{-s/ts}, p(s) = e^{s/tm} g'(s) = c0 + c1' e^{-r1 s} + c2' e^{-r2 s}
+    (r1 = 1/ts - 1/tm, r2 = 1/ta - 1/tm) has p'(s) = -k1 e^{-r1 s} - k2 e^{-r2 s},
+    k1 = i/(tm ts), k2 = r2 a/ta (also for tm == ts), = e^{-r1 s} h(s) with the monotone
+    h(s) = -k1 - k2 e^{-(1/ta - 1/ts) s}: p' has at most one zero (a sign change of h), so on each
+    piece between 0, that zero and span p is monotone and g' has at most one zero there (found by
+    brentq on a sign change). Those zeros are g's extrema; g is monotone between consecutive
+    knots, and the first piece whose right end has g >= 0 holds the first crossing (its left end
+    has g < 0), found by brentq. LIF: k2 = 0, V has at most one extremum.
     """
-    f = lambda u: _free_v(v, i, u, tm, ts) - a * np.exp(-u / ta) - th  # noqa: E731
-    if f(0.0) >= 0:
+    g = lambda s: _free_v(v, i, s, tm, ts) - a * np.exp(-s / ta) - th  # noqa: E731
+    if g(0.0) >= 0:
         return 0.0
-    if f(span) >= 0:
-        ub = span
-    else:
-        slope = lambda u: i * np.exp(-u / ts) - _free_v(v, i, u, tm, ts) + a * tm / ta * np.exp(-u / ta)  # noqa: E731
-        if not (slope(0.0) > 0 > slope(span)):
-            return None
-        ub = brentq(slope, 0.0, span, xtol=1e-15, rtol=1e-15)
-        if f(ub) < 0:
-            return None
-    return brentq(f, 0.0, ub, xtol=1e-15, rtol=1e-15)
+    # a cheap bound first: V(s) <= max(v, 0) + max(i, 0) min(s/tm, 1), A(s) >= min(a, a e^{-span/ta})
+    if max(v, 0.0) + max(i, 0.0) * min(span / tm, 1.0) < th + min(a, a * np.exp(-span / ta)):
+        return None
+    dg = lambda s: (i * np.exp(-s / ts) - _free_v(v, i, s, tm, ts)) / tm + a / ta * np.exp(-s / ta)  # noqa: E731
+    knots = [0.0, span]
+    if a != 0.0:
+        k1, k2 = i / (tm * ts), (1.0 / ta - 1.0 / tm) * a / ta
+        h = lambda s: -k1 - k2 * np.exp(-(1.0 / ta - 1.0 / ts) * s)  # noqa: E731
+        if h(0.0) * h(span) < 0:
+            knots.insert(1, brentq(h, 0.0, span, xtol=1e-15, rtol=1e-15))
+    extrema = []
+    for lo, hi in zip(knots[:-1], knots[1:]):
+        if dg(lo) * dg(hi) < 0:
+            extrema.append(brentq(dg, lo, hi, xtol=1e-15, rtol=1e-15))
+    edges = sorted(knots + extrema)
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        if hi > lo and g(hi) >= 0:  # g(lo) < 0: the piece before ended below threshold
+            return brentq(g, lo, hi, xtol=1e-15, rtol=1e-15)
+    return None
 
 
 def _cb(u, tm, ts):
@@ -138,16 +156,15 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
     A = [np.zeros(s) for s in sizes]  # adaptation (stays 0 in LIF layers)
     spikes = []  # (step, layer, idx, d, delta)
     adapt_c = []  # per spike: the emitter's A just before it
-    by_step = {}  # grid step -> arrivals delivered there (layer, idx, delta_a, spike index), in delivery order
+    by_step = {}  # grid step -> arrivals delivered there (layer, idx, delta_a, spike index), in time order
     sched = {}  # grid step -> arrivals of spikes from earlier steps, delivered there (same entries)
     trace = np.zeros((N + 1, C))  # V at t_0..t_N
     integral = np.zeros(C)
     first = np.full(C, np.inf)
     first_step = np.full(C, -1)
-    mark = [np.full(sz, -1) for sz in sizes]  # grid time of each neuron's latest spike
+    first_sidx = np.full(C, -1)  # spike index of each lif output's first spike
     mx = [(-np.inf, 0, -1, 0.0, 0.0)] * C  # per output: (max, step, spike index of a kink or -1, delta, tau_m V')
-
-    kinds = []  # per spike: 0 found at the end of a step, 1 pushed over threshold by arrivals
+    evolving = [l for l in range(L + 1) if spiking[l]]  # the layers simulated exactly inside each step
 
     def tape_d(l, i, ic, ac):  # tau_m d(V - A)/dt just before a spike, floored
         if not alif[l]:
@@ -159,69 +176,33 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
         if g0 + k <= N:  # arrivals after T are never delivered
             sched.setdefault(g0 + k, []).append((l, i, max(k * dt - r, 0.0), sidx))
 
-    def record(n, l, i, d, delta, t_spike, kind, ac=0.0):
-        spikes.append((n, l, i, d, delta))
-        adapt_c.append(ac)
-        kinds.append(kind)
-        mark[l][i] = n
-        if l == L and first_step[i] < 0:
-            first_step[i] = n
-            first[i] = t_spike
-
-    def send_back_dated(n, l, i, sj, lst):  # the arrival of the spike just emitted at t_n - sj
-        if delay[l][i] <= sj:  # still at t_n or before: delivered now
-            lst.append((l, i, sj - delay[l][i], len(spikes) - 1))
-        else:
-            schedule(n, delay[l][i] - sj, l, i, len(spikes) - 1)
+    def advance(s):  # free evolution of every neuron of the evolving layers over s ms
+        for l in evolving:
+            for i in range(sizes[l]):
+                V[l][i], I[l][i] = (_free_v(V[l][i], I[l][i], s, tm[l][i], ts[l][i]),
+                                    I[l][i] * np.exp(-s / ts[l][i]))
+                A[l][i] *= np.exp(-s / ta[l])
 
     for n in range(N + 1):
-        # arrivals at t_n (with their sub-step effect): those of the step before, then those of
-        # spikes that arrivals push over threshold here; then inputs
-        lst = by_step.setdefault(n, [])
-        smax, e = 0.0, 0
-        while e < len(lst):
-            for (l, i, delta, sidx) in lst[e:]:
-                smax = max(smax, delta)
-                if l == L - 1 and not spiking[L]:
-                    # the output voltage just before this arrival (a kink): a candidate maximum
-                    for k in range(C):
-                        vc = _free_v(V[L][k], I[L][k], -delta, tm[L][k], ts[L][k])
-                        if vc > mx[k][0]:
-                            mx[k] = (vc, n, sidx, delta, I[L][k] * np.exp(delta / ts[L][k]) - vc)
-                for (tl, row) in targets(l, i):
-                    for j in range(sizes[tl]):
-                        I[tl][j] += row[j] * np.exp(-delta / ts[tl][j])
-                        V[tl][j] += row[j] * _free_v(0.0, 1.0, delta, tm[tl][j], ts[tl][j])
-                    if tl == L and not spiking[L]:
-                        w_end = omega(n - 1)(dt)
-                        for k in range(C):
-                            integral[k] += row[k] * w_end * kappa_area(delta, tm[L][k], ts[L][k])
-            e = len(lst)
-            # neurons these arrivals pushed over threshold crossed it inside the step: find when,
-            # on the trajectory backward from t_n
-            for l in range(L + 1):
-                if not spiking[l]:
+        # a leaky-integrator output gets the arrivals of step n-1 at t_n, with the effect each would
+        # have had from its time t_n - delta on (I += w e^{-delta/tau_s}, V += w kappa(delta)), the
+        # voltage just before each a candidate maximum (a kink), the readout integral the sliver
+        # w(t_n) int_0^delta kappa; in time order
+        if n >= 1 and not spiking[L]:
+            w_end = omega(n - 1)(dt)
+            for (l, i, delta, sidx) in by_step.get(n, []):
+                if l != L - 1:
                     continue
-                for i in range(sizes[l]):
-                    if not alif[l] and V[l][i] >= thr[l] and mark[l][i] != n:
-                        g = lambda s_, l=l, i=i: _free_v(V[l][i], I[l][i], -s_, tm[l][i], ts[l][i]) - thr[l]  # noqa: E731
-                        sj = smax if g(smax) >= 0 else brentq(g, 0.0, smax, xtol=1e-15, rtol=1e-15)
-                        ic = I[l][i] * np.exp(sj / ts[l][i])
-                        record(n, l, i, max(ic - thr[l], spec.grazing_eps), sj, n * dt - sj, 1)
-                        send_back_dated(n, l, i, sj, lst)
-                        V[l][i] = _free_v(0.0, ic, sj, tm[l][i], ts[l][i])
-                    elif alif[l] and V[l][i] - A[l][i] >= thr[l] and mark[l][i] != n:
-                        # as above, with the threshold theta + A evolving backward too
-                        g = lambda s_, l=l, i=i: (_free_v(V[l][i], I[l][i], -s_, tm[l][i], ts[l][i])  # noqa: E731
-                                                  - A[l][i] * np.exp(s_ / ta[l]) - thr[l])
-                        sj = smax if g(smax) >= 0 else brentq(g, 0.0, smax, xtol=1e-15, rtol=1e-15)
-                        ic = I[l][i] * np.exp(sj / ts[l][i])
-                        ac = A[l][i] * np.exp(sj / ta[l])
-                        record(n, l, i, tape_d(l, i, ic, ac), sj, n * dt - sj, 1, ac)
-                        send_back_dated(n, l, i, sj, lst)
-                        V[l][i] = _free_v(0.0, ic, sj, tm[l][i], ts[l][i])
-                        A[l][i] += beta[l] * np.exp(-sj / ta[l])
-        if n < N:
+                for k in range(C):
+                    vc = _free_v(V[L][k], I[L][k], -delta, tm[L][k], ts[L][k])
+                    if vc > mx[k][0]:
+                        mx[k] = (vc, n, sidx, delta, I[L][k] * np.exp(delta / ts[L][k]) - vc)
+                row = P[f"ff{L}"][i]
+                for k in range(C):
+                    I[L][k] += row[k] * np.exp(-delta / ts[L][k])
+                    V[L][k] += row[k] * _free_v(0.0, 1.0, delta, tm[L][k], ts[L][k])
+                    integral[k] += row[k] * w_end * kappa_area(delta, tm[L][k], ts[L][k])
+        if n < N:  # input spikes of bin n arrive at t_n
             for u in inputs[n]:
                 I[0] += P["ff0"][u]
         if n >= 1:
@@ -231,76 +212,57 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
                     mx[k] = (V[L][k], n, -1, 0.0, 0.0)
         if n == N:
             break
-        if not spiking[L]:  # integral readout over [t_n, t_{n+1}] from the state at t_n^+
+        if not spiking[L]:  # integral readout over [t_n, t_{n+1}] from the state at t_n^+, then to t_{n+1}
             om = omega(n)
             for k in range(C):
                 v0, i0, tmk, tsk = V[L][k], I[L][k], tm[L][k], ts[L][k]
                 integral[k] += _step_quad(lambda u: om(u) * _free_v(v0, i0, u, tmk, tsk), dt)
-        Vold, Iold, Aold = [v.copy() for v in V], [c.copy() for c in I], [x.copy() for x in A]
-        for l in range(L + 1):
-            a, b, cf, _ = cons[l]
-            V[l] = a * Vold[l] + cf * Iold[l]
-            I[l] = b * Iold[l]
-            if alif[l]:
-                A[l] = np.exp(-dt / ta[l]) * Aold[l]
-        # crossings during the step: candidates from the free trajectories, then in time order with
-        # the arrivals due in the step, each arrival's current jump moving (or cancelling) its
-        # targets' later crossings (an alif neuron's A is never moved by other spikes: at u it is
-        # Aold e^{-u/tau_a})
-        cand = {}  # (l, i) -> [crossing time in the step, v, i at u_last, u_last, voltage correction]
-        for l in range(L + 1):
-            if spiking[l]:
-                for i in range(sizes[l]):
-                    if alif[l]:
-                        u = _first_crossing_ref(Vold[l][i], Iold[l][i], thr[l], tm[l][i], ts[l][i], dt,
-                                                Aold[l][i], ta[l])
-                    else:
-                        u = _first_crossing_ref(Vold[l][i], Iold[l][i], thr[l], tm[l][i], ts[l][i], dt)
-                    if u is not None:
-                        cand[(l, i)] = [u, Vold[l][i], Iold[l][i], 0.0, 0.0]
-        # arrivals due in the step: (time in the step, layer, idx, delta_a, spike index)
+            a, b, cf, _ = cons[L]
+            V[L], I[L] = a * V[L] + cf * I[L], b * I[L]
+        # the step (t_n, t_{n+1}], exactly and in time order: u is the time since t_n. Next event:
+        # the earliest pending arrival or the earliest first crossing of any evolving neuron from
+        # its current state (all re-found after every event), the arrival first on a tie.
         pend = [(dt - da, l, i, da, sidx) for (l, i, da, sidx) in sched.pop(n + 1, [])]
-        while cand or pend:
+        u = 0.0
+        while True:
+            best = None  # (s, layer, idx): the earliest crossing, s ms after u
+            for l in evolving:
+                for i in range(sizes[l]):
+                    s = _first_crossing(V[l][i], I[l][i], A[l][i], thr[l], tm[l][i], ts[l][i], ta[l], dt - u)
+                    if s is not None and (best is None or s < best[0]):
+                        best = (s, l, i)
             q = min(range(len(pend)), key=lambda q: pend[q][0]) if pend else -1
-            nxt = min(cand.items(), key=lambda kv: kv[1][0]) if cand else None
-            if q >= 0 and (nxt is None or pend[q][0] <= nxt[1][0]):  # an arrival (first on a tie)
+            if q >= 0 and (best is None or pend[q][0] <= u + best[0]):
+                # an arrival at u_a: every target's current jumps by its weight
                 ua, l, i, da, sidx = pend.pop(q)
+                advance(max(ua - u, 0.0))
+                u = max(ua, u)
                 by_step.setdefault(n + 1, []).append((l, i, da, sidx))
                 for (tl, row) in targets(l, i):
-                    for (cl, cj), c in list(cand.items()):
-                        if cl != tl or row[cj] == 0.0:
-                            continue
-                        s2 = ua - c[3]
-                        tmc, tsc = tm[cl][cj], ts[cl][cj]
-                        c[1], c[2] = _free_v(c[1], c[2], s2, tmc, tsc), c[2] * np.exp(-s2 / tsc) + row[cj]
-                        c[3] = ua
-                        c[4] += row[cj] * _free_v(0.0, 1.0, da, tmc, tsc)
-                        if alif[cl]:
-                            uu = _first_crossing_ref(c[1], c[2], thr[cl], tmc, tsc, dt - ua,
-                                                     Aold[cl][cj] * np.exp(-ua / ta[cl]), ta[cl])
-                        else:
-                            uu = _first_crossing_ref(c[1], c[2], thr[cl], tmc, tsc, dt - ua)
-                        if uu is None:
-                            del cand[(cl, cj)]
-                        else:
-                            c[0] = ua + uu
+                    if spiking[tl]:  # (a leaky-integrator output gets it at t_{n+1}, above)
+                        I[tl] += row
                 continue
-            (l, i), (u, cv, ci, ul, corr) = nxt
-            del cand[(l, i)]
-            ic = ci * np.exp(-(u - ul) / ts[l][i])
+            if best is None:
+                break
+            # a spike of neuron i of layer l at u_c = u + s
+            s, l, i = best
+            advance(s)
+            u = u + s
             delta = dt - u
-            if alif[l]:
-                ac = Aold[l][i] * np.exp(-u / ta[l])
-                record(n + 1, l, i, tape_d(l, i, ic, ac), delta, n * dt + u, 0, ac)
-                A[l][i] = (ac + beta[l]) * np.exp(-delta / ta[l])
-            else:
-                record(n + 1, l, i, max(ic - thr[l], spec.grazing_eps), delta, n * dt + u, 0)
-            V[l][i] = _free_v(0.0, ic, delta, tm[l][i], ts[l][i]) - corr  # reset at t_c
-            # its arrival: in this step (with d = 0 at once, before any other event) or later
+            ic, ac = I[l][i], A[l][i]
+            spikes.append((n + 1, l, i, tape_d(l, i, ic, ac), delta))
+            adapt_c.append(ac)
+            sidx = len(spikes) - 1
+            if l == L and first_step[i] < 0:
+                first_step[i], first[i], first_sidx[i] = n + 1, n * dt + u, sidx
+            V[l][i] = 0.0
+            A[l][i] += beta[l]
+            # its arrival: at once (d = 0, before any other event), later in this step, or later
             if delay[l][i] <= delta:
-                pend.append((min(u + delay[l][i], dt), l, i, delta - delay[l][i], len(spikes) - 1))
+                pend.append((min(u + delay[l][i], dt), l, i, delta - delay[l][i], sidx))
             else:
-                schedule(n + 1, delay[l][i] - delta, l, i, len(spikes) - 1)
+                schedule(n + 1, delay[l][i] - delta, l, i, sidx)
+        advance(dt - u)
     out = {
         "integral": integral / T,
         "vmax": np.array([x[0] for x in mx]),
@@ -310,7 +272,7 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
         "first_spike": first,
         "spikes": spikes,
         "spike_adapt": np.array(adapt_c),
-        "spike_kind": np.array(kinds, dtype=int),
+        "spike_kind": np.zeros(len(spikes), dtype=int),  # always 0: no spike is found at a grid time
         "arrivals": [(g, *a) for g in sorted(by_step) for a in by_step[g]],
         "counts": [np.array([sum(1 for s in spikes if s[1] == l and s[2] == i) for i in range(sizes[l])])
                    for l in range(L + 1)],
@@ -390,7 +352,7 @@ def reference_run(spec, params, inputs, n_steps, weight=None, g_int=None, g_max=
                 continue
             # the emission at t_m - delta (dt_a/dt_c = 1: its arrival's fb; 0 if never delivered)
             fb, kink = fb_arr.get(sidx, (0.0, 0.0))
-            extra = (g_spk[i] if (l == L and first_step[i] == m) else 0.0) + kink
+            extra = (g_spk[i] if (l == L and first_sidx[i] == sidx) else 0.0) + kink  # first spike only
             own_v, _ = adj_at(l, i, delta)
             ja = 0.0
             if alif[l]:
