@@ -16,28 +16,30 @@ kappa(u) = tau_s/(tau_m - tau_s)(e^{-u/tau_m} - e^{-u/tau_s}) is V after a unit 
 
 Forward, at grid time t_n, then over step n (from t_n to t_{n+1}):
 
-1. Arrivals at t_n. Spikes detected at t_n were emitted at t_c = t_n - delta. Each reaches its
-   targets with the effect it would have had from t_c on: I += w e^{-delta/tau_s},
-   V += w kappa(delta); for a leaky-integrator output the integral readout also gains
-   w w(t_n) int_0^delta kappa (the part of [t_c, t_n] the step's free evolution did not see).
-   A neuron that these arrivals push over threshold crossed it inside the step: it spikes at the
-   crossing time of its trajectory (found backward from t_n), is recorded with step n, and is
-   delivered in turn. Then the input spikes of bin n arrive (I += w).
-2. Readout samples at t_n (after the arrivals: V is continuous): the trace V(t_n), and the
-   running maximum (with ``max_kinks``, also V just before each hidden-spike arrival, where a
-   maximum sits when an inhibitory spike turns V down: value, time and tau_m dV/dt there).
+1. Input spikes of bin n arrive at t_n (I += w).
+2. Readout samples at t_n: the trace V(t_n) and the running maximum (with ``max_kinks``, also V
+   just before each hidden-spike arrival at the output, where a maximum sits when an inhibitory
+   spike turns V down: value, time and tau_m dV/dt there).
 3. Integral readout over step n, exactly: with the in-step weight e^{-r u}(a_n + b_n u/dt)
    (``ReadoutWeight``), int w V dt over the step = a_n (P0 V + Q0 I) + b_n (P1 V + Q1 I) from
-   the state at t_n^+ (``readout_coefs``: Gauss-Legendre to rounding error).
-4. Exact integration over dt: V <- alpha V + c I, I <- beta I.
-5. Threshold crossings during the step: every spiking neuron whose free trajectory reaches theta
-   in the step (at the end, or at an interior maximum) is a candidate; its crossing time is
-   found by Newton's method on the exact trajectory. Candidates are then taken in time order:
-   a spike's current jump at t_c moves (or cancels) the later crossings of its targets in the
-   same step. Each spike: reset to 0 at t_c, free evolution of V to t_{n+1}, tape entry
-   (step n+1, neuron, d, delta) with d = I(t_c) - theta = tau_m dV/dt(t_c^-) (floored at
-   grazing_eps and counted in ``fw.grazing``). For spiking outputs the first spike time t_c
-   is the readout.
+   the state at t_n^+ (``readout_coefs``). A leaky-integrator output then moves to t_{n+1} at
+   once; a hidden spike emitted at t_c in the step reaches it there with the effect it would have
+   had from t_c on (I += w e^{-delta/tau_s}, V += w kappa(delta), delta = t_{n+1} - t_c) and adds
+   w w(t_{n+1}) int_0^delta kappa to the integral (the sliver the step's free evolution missed).
+4. The step's events in time order, exactly. A spiking layer's trajectory over the step is held
+   in coefficient form, V(u) = e^{-u/tau_m} (P + Q g(u)), I(u) = Q e^{-u/tau_s},
+   g(u) = kappa(u) e^{u/tau_m} (P = V(t_n), Q = I(t_n) at the start). The next event is the
+   earliest threshold crossing of any spiking neuron (or, with delays, a pending arrival). At a
+   spike of neuron i at t_c = t_n + u: V_i -> 0 (P_i = -Q_i g(u)); tape entry (step n+1, i, d,
+   delta = dt - u) with d = I(t_c) - theta = tau_m dV/dt(t_c^-) (floored at grazing_eps, counted in
+   ``fw.grazing``); its arrival (at t_c + d_i with axonal delays) is a current jump w at that
+   time on every target: Q += w e^{u/tau_s}, P += w e^{u/tau_m} g(-u), one pass over the weight
+   row that also re-tests every target (a proven necessary test on its state at the step's end,
+   then a lower bound on its next crossing). A neuron may spike again in the same step. The
+   crossing times are found lazily: the smallest bound is solved exactly (eventprop.neurons:
+   a bracketed Newton that always ends on a true root or proves there is none), then the search
+   is repeated. At the end, V <- alpha P + c Q, I <- beta Q. For spiking outputs the first spike
+   time t_c is the readout.
 
 Backward, from t_N down to t_0; adjoints lambda_V, lambda_I start at 0; dL/dV = -tau_m lambda_V and
 dL/dI = -tau_s lambda_I. At each grid time t_m, with lambda at t_m^+:
@@ -63,18 +65,16 @@ dL/dI = -tau_s lambda_I. At each grid time t_m, with lambda at t_m^+:
    (the discrete adjoint of forward step 3), plus the same for a per-time loss density
    dl/dV(t) (``trace``), linear between its grid values.
 
-Everything is exact for the continuous-time model except: input spikes are binned to the grid;
-crossings are searched once per step (two crossings of one neuron within one step are one);
-the sub-step effects of same-step spikes on one another are first order in the coupling; and
-the max readout misses smooth maxima between grid samples (O(dt^2) in value). The finite-
-difference tests measure what that leaves (docs/gradient-checks.md).
+Everything is exact for the continuous-time model except that input spikes are binned to the
+grid and the max readout misses smooth maxima between grid samples (O(dt^2) in value): for inputs
+on the grid the spikes are those of an exact event-driven simulation (eventprop.exact; the tests
+check 1e-12 ms). The finite-difference tests measure the rest (docs/gradient-checks.md).
 
 Adaptive neurons (``LayerSpec.neuron = "alif"``, eventprop.neurons.alif) use the same steps with
 the threshold theta + A (A jumps by ``adapt`` at the neuron's spikes and decays with tau_adapt),
 d = tau_m d(V - A)/dt at the spike and their own adjoint jump (lambda_A). Axonal delays of hidden
 neurons (``params['delay<l>']``) separate a spike's emission (reset, own jump) from its arrival at
-t_c + d, which is delivered as in forward step 1 at the first grid time after it and, inside its
-step, moves the crossings after it as in forward step 5; in the backward pass the arrival forms
+t_c + d, an event of the step it falls in (forward step 4); in the backward pass the arrival forms
 the weight gradients and the feedback (= dL/d(arrival time), hence dL/dd) that the emission's jump
 uses (docs/method.md).
 
