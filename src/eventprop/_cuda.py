@@ -836,10 +836,10 @@ class CUDABackend:
 
         def run(tape, fo):
             dtape = [td(a) for a in tape[:5]]  # (no aux: no alif here)
-            dfo = [td(a) for a in fo]
+            dfo = [td(a) for a in fo[:-1]]  # (the counters are the CPU kernels' only)
             _forward_kernel[B, nthr](*dnet, *dinp, *dtape, *dfo, n_steps, dtype(dt), dtype(grazing_eps),
                                      bool(want_trace), bool(want_max), *scratch)
-            return Tape(*[a.copy_to_host() for a in dtape], *tape[5:]), ForwardOutputs(*[a.copy_to_host() for a in dfo])
+            return Tape(*[a.copy_to_host() for a in dtape], *tape[5:]), ForwardOutputs(*[a.copy_to_host() for a in dfo], fo.counters)
 
         return sized_tape_run(self, B, C, NT, n_steps, dtype, want_trace, run)
 
