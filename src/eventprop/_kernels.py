@@ -115,21 +115,8 @@ def _pend_insert(j, tidx, ua, p_src, p_u, p_tidx, n_pend, p_next):
 
 
 @njit(cache=True)
-def _grow_i32(a, n):
-    b = np.empty(max(2 * a.shape[0], n), dtype=a.dtype)
-    b[: a.shape[0]] = a
-    return b
-
-
-@njit(cache=True)
-def _grow_i64(a, n):
-    b = np.empty(max(2 * a.shape[0], n), dtype=a.dtype)
-    b[: a.shape[0]] = a
-    return b
-
-
-@njit(cache=True)
-def _grow_f64(a, n):
+def _grow(a, n):
+    """a copy of a with room for at least n entries (at least twice as many)."""
     b = np.empty(max(2 * a.shape[0], n), dtype=a.dtype)
     b[: a.shape[0]] = a
     return b
@@ -271,7 +258,7 @@ def _hit_row(V, I, A, W, base, po, S, uni, u, wscale, th, ada, dt, alpha, beta, 
 
 
 @njit(cache=True)
-def _state_at(n, u, V, I, tau_m, tau_s, rt):
+def _state_at(n, u, V, I, rt):
     """(V, I) of neuron n at time u of the step from its coefficients (float64)."""
     rm = rt[0, n]
     rs = rt[1, n]
@@ -284,7 +271,7 @@ def _state_at(n, u, V, I, tau_m, tau_s, rt):
 def _solve(n, lb, V, I, A, th, ada, dt, alpha, beta, cfw, tau_m, tau_s, tau_a, rt, cnt):
     """The exact first crossing after lb (a lower bound: none before it) of neuron n in this step,
     or -1 when it provably has none (eventprop.neurons: lif._first_crossing, alif.first_crossing)."""
-    v0, i0 = _state_at(n, lb, V, I, tau_m, tau_s, rt)
+    v0, i0 = _state_at(n, lb, V, I, rt)
     span = dt - lb
     if ada:
         a0 = float(A[n]) * np.exp(-lb / tau_a[n])
@@ -473,9 +460,9 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
             while q < sch_n:
                 if sch_g[q] == n + 1:
                     if n_pend >= p_src.shape[0]:
-                        p_src = _grow_i32(p_src, n_pend + 1)
-                        p_u = _grow_f64(p_u, n_pend + 1)
-                        p_tidx = _grow_i64(p_tidx, n_pend + 1)
+                        p_src = _grow(p_src, n_pend + 1)
+                        p_u = _grow(p_u, n_pend + 1)
+                        p_tidx = _grow(p_tidx, n_pend + 1)
                     n_pend = _pend_insert(sch_src[q], sch_tidx[q], sch_u[q], p_src, p_u, p_tidx, n_pend, 0)
                     sch_n -= 1
                     sch_g[q] = sch_g[sch_n]
@@ -555,16 +542,16 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                         tr = u + dly[j]
                         if tr <= dt:
                             if n_pend >= p_src.shape[0]:
-                                p_src = _grow_i32(p_src, n_pend + 1)
-                                p_u = _grow_f64(p_u, n_pend + 1)
-                                p_tidx = _grow_i64(p_tidx, n_pend + 1)
+                                p_src = _grow(p_src, n_pend + 1)
+                                p_u = _grow(p_u, n_pend + 1)
+                                p_tidx = _grow(p_tidx, n_pend + 1)
                             n_pend = _pend_insert(j, ntape - 1, tr, p_src, p_u, p_tidx, n_pend, p_next)
                         else:
                             if sch_n >= sch_g.shape[0]:
-                                sch_g = _grow_i64(sch_g, sch_n + 1)
-                                sch_u = _grow_f64(sch_u, sch_n + 1)
-                                sch_src = _grow_i32(sch_src, sch_n + 1)
-                                sch_tidx = _grow_i64(sch_tidx, sch_n + 1)
+                                sch_g = _grow(sch_g, sch_n + 1)
+                                sch_u = _grow(sch_u, sch_n + 1)
+                                sch_src = _grow(sch_src, sch_n + 1)
+                                sch_tidx = _grow(sch_tidx, sch_n + 1)
                             sch_n = _schedule(j, ntape - 1, n, tr, dt, n_steps, sch_g, sch_u, sch_src, sch_tidx, sch_n)
                         continue
                     src = j
