@@ -121,6 +121,34 @@ def test_backend_contract_float64(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["recurrent", "two_hidden_rec", "alif_rec"])
+def test_backend_contract_delays_and_time_constants(backend, name):
+    """Hidden axonal delays (some arrivals inside the emitting step, some steps later), and the
+    gradients of the time constants (hidden and output) and of the input delays."""
+    dtype = np.float32
+
+    def go(be):
+        spec, params, batch, rg, (wv, rate), _ = make_case(name, 0, dtype, **SIZES)
+        rng = np.random.default_rng(7)
+        for l, h in enumerate(spec.hidden):
+            params[f"delay{l}"] = rng.uniform(0.3, 4.0, h.size).astype(dtype)
+        rg.vmax[:] = 0.0  # (output time constants: not with a max readout)
+        fw = forward(spec, params, batch, weight=ReadoutWeight(wv, rate), trace=True, backend=be)
+        return fw, backward(fw, rg, taus=True, out_taus=True, delays=True)
+
+    ref_fw, ref_g = go("cpu")
+    fw, g = go(backend)
+    np.testing.assert_array_equal(fw.n_spikes, ref_fw.n_spikes)
+    assert ref_fw.n_spikes.sum() > 0
+    np.testing.assert_allclose(fw.integral, ref_fw.integral, rtol=2e-4, atol=2e-5)
+    assert {"delay0", "tau_mem0", "tau_syn0", "delay_in"} <= set(ref_g)
+    assert set(g) == set(ref_g)
+    for k in ref_g:
+        scale = max(float(np.abs(ref_g[k]).max()), 1e-6)
+        np.testing.assert_allclose(g[k] / scale, ref_g[k] / scale, rtol=0, atol=5e-4, err_msg=k)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_backend_grows_the_tape_and_records(backend):
     """A tape too small for the batch is rerun at the exact size (no spike dropped); ``record``."""
     from eventprop import backend as be_mod

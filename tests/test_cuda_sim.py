@@ -49,3 +49,17 @@ def test_gpu_bench_dry_run_under_the_simulator(tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert (tmp_path / "gpu_bench.json").exists()
+
+
+def test_cuda_kernels_compile_for_a_device(tmp_path):
+    """What the simulator runs must also compile for a GPU (tests/cuda_ptx.py)."""
+    _need_numba_cuda()
+    sig = tmp_path / "types.pkl"
+    r = subprocess.run([sys.executable, str(HERE / "cuda_ptx.py"), "types", str(sig)], env=_sim_env(), cwd=HERE.parent,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    env = {k: v for k, v in _sim_env().items() if k != "NUMBA_ENABLE_CUDASIM"}
+    r = subprocess.run([sys.executable, str(HERE / "cuda_ptx.py"), "compile", str(sig)], env=env, cwd=HERE.parent,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert r.stdout.count("characters of PTX") == 2, r.stdout

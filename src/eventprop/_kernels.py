@@ -11,7 +11,10 @@ slope, adjoint jump) live in eventprop.neurons; these kernels choose them per la
 
 from collections import namedtuple
 
+import math
+
 import numpy as np
+
 from numba import njit, prange
 
 from .neurons.lif import _decay_rows, _dprop, _dprop_r, _kap, _kap_area, _kap_e, _rates  # noqa: F401
@@ -83,8 +86,8 @@ def _deliver(I, V, W, base, po, S, uniform, tau_m, tau_s, delta, ea, eb, ek, rt)
         _add_row(I[po : po + S], W[base : base + S])
         return
     if uniform:
-        bI = np.exp(-delta / tau_s[po])
-        bV = _kap_e(delta, tau_m[po], tau_s[po], np.exp(-delta / tau_m[po]), bI)
+        bI = math.exp(-delta / tau_s[po])
+        bV = _kap_e(delta, tau_m[po], tau_s[po], math.exp(-delta / tau_m[po]), bI)
         for j in range(S):
             w = W[base + j]
             I[po + j] += w * bI
@@ -114,12 +117,13 @@ def _pend_insert(j, tidx, ua, p_src, p_u, p_tidx, n_pend, p_next):
     return n_pend + 1
 
 
-@njit(cache=True)
-def _grow(a, n):
-    """a copy of a with room for at least n entries (at least twice as many)."""
-    b = np.empty(max(2 * a.shape[0], n), dtype=a.dtype)
-    b[: a.shape[0]] = a
-    return b
+@njit(cache=True, inline="always")
+def _any(a):
+    """whether some entry of a is nonzero (a loop: also compiles for the CUDA target)."""
+    for x in a:
+        if x != 0:
+            return True
+    return False
 
 
 @njit(cache=True, inline="always")
@@ -190,8 +194,8 @@ def _hit_row(V, I, A, W, base, po, S, uni, u, wscale, th, ada, dt, alpha, beta, 
         tm = float(tau_m[po])
         rm = rt[0, po]
         rs = rt[1, po]
-        xm = np.exp(-u * rm)
-        ys = np.exp(-u * rs)
+        xm = math.exp(-u * rm)
+        ys = math.exp(-u * rs)
         gu = _lif.gfun(u, rm, rs)
         fp = _lif.gfun(-u, rm, rs) / xm
         fq = 1.0 / ys
@@ -199,7 +203,7 @@ def _hit_row(V, I, A, W, base, po, S, uni, u, wscale, th, ada, dt, alpha, beta, 
         be = float(beta[po])
         cf = float(cfw[po])
         q = (dt - u) * rm
-        za = np.exp(-u / tau_a[po]) if ada else 1.0
+        za = math.exp(-u / tau_a[po]) if ada else 1.0
         zb = float(aa[po])
         k = 0
         for j in range(S):
@@ -247,7 +251,7 @@ def _hit_row(V, I, A, W, base, po, S, uni, u, wscale, th, ada, dt, alpha, beta, 
         the = th
         if ada:
             an = float(Ar[j])
-            the = th + min(an * np.exp(-u / tau_a[n]), an * aa[n])
+            the = th + min(an * math.exp(-u / tau_a[n]), an * aa[n])
         q = (dt - u) * rm
         ve = alpha[n] * P + cfw[n] * Q
         ie = beta[n] * Q
@@ -264,7 +268,7 @@ def _state_at(n, u, V, I, rt):
     rs = rt[1, n]
     P = float(V[n])
     Q = float(I[n])
-    return np.exp(-u * rm) * (P + Q * _lif.gfun(u, rm, rs)), Q * np.exp(-u * rs)
+    return math.exp(-u * rm) * (P + Q * _lif.gfun(u, rm, rs)), Q * math.exp(-u * rs)
 
 
 @njit(cache=True)
@@ -274,7 +278,7 @@ def _solve(n, lb, V, I, A, th, ada, dt, alpha, beta, cfw, tau_m, tau_s, tau_a, r
     v0, i0 = _state_at(n, lb, V, I, rt)
     span = dt - lb
     if ada:
-        a0 = float(A[n]) * np.exp(-lb / tau_a[n])
+        a0 = float(A[n]) * math.exp(-lb / tau_a[n])
         uu = _alif.first_crossing(v0, i0, a0, th, tau_m[n], tau_s[n], tau_a[n], span, cnt)
     else:
         P = float(V[n])
@@ -289,7 +293,7 @@ def _schedule(j, tidx, n, tr, dt, n_steps, sch_g, sch_u, sch_src, sch_tidx, sch_
     """The arrival of neuron j's spike (tape index tidx) at t_n + tr, tr > 0, scheduled for the step
     that ends at the first grid time t_g >= its time (as the event at tr - (g - n - 1) dt inside
     it); dropped after the trial. Returns the new schedule length (the caller ensures room)."""
-    k = max(int(np.ceil(tr / dt)), 1)
+    k = max(int(math.ceil(tr / dt)), 1)
     if n + k > n_steps:
         return sch_n
     sch_g[sch_n] = n + k
@@ -306,7 +310,12 @@ N_COUNTERS = 8
 
 @njit(cache=True)
 def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_trace, want_max, scr):
-    """Forward pass of sample b. Returns (number of spikes, grazing count).
+    """Forward pass of sample b. Returns (number of spikes, grazing count, overflow).
+
+    One source for both targets: the CPU chunks below call it, and eventprop._cuda compiles the
+    same function for the GPU (one sample per thread), so it allocates nothing: ``scr`` holds the
+    sample's scratch. ``overflow`` is 1 when the delayed-arrival buffers in ``scr`` were too small
+    (the result is then wrong and the caller reruns the sample with larger ones).
 
     Inside each step, events are taken in time order (engine.py's docstring, forward step 5);
     spikes beyond the tape's capacity are counted but not written, and the simulation goes on,
@@ -326,11 +335,12 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
     V, I, qm, thn, Ve, Ie, cu, cst, bmin = scr.V, scr.I, scr.qm, scr.thn, scr.Ve, scr.Ie, scr.cu, scr.cst, scr.bmin
     ea, eb, ek, rt = scr.ea, scr.eb, scr.ek, scr.rt
     ada, tau_a, aa, binc, A, tape_aux = net.ada, net.tau_a, net.aa, net.binc, scr.A, tape.aux
-    any_ada = ada.sum() > 0
+    any_ada = _any(ada)
     dly, has_dly = net.dly, net.has_dly  # axonal delays of hidden neurons (ms), and whether any layer has them
     p_src, p_u, p_tidx = scr.p_src, scr.p_u, scr.p_tidx
     sch_g, sch_u, sch_src, sch_tidx = scr.sch_g, scr.sch_u, scr.sch_src, scr.sch_tidx
     sch_n = 0
+    overflow = 0  # 1: the pending or scheduled arrival buffers were too small (the caller reruns)
     na = 0  # arrivals on the arrival tape
     n_layers = sizes.shape[0]
     L = n_layers - 1
@@ -459,11 +469,10 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
             q = 0
             while q < sch_n:
                 if sch_g[q] == n + 1:
-                    if n_pend >= p_src.shape[0]:
-                        p_src = _grow(p_src, n_pend + 1)
-                        p_u = _grow(p_u, n_pend + 1)
-                        p_tidx = _grow(p_tidx, n_pend + 1)
-                    n_pend = _pend_insert(sch_src[q], sch_tidx[q], sch_u[q], p_src, p_u, p_tidx, n_pend, 0)
+                    if n_pend < p_src.shape[0]:
+                        n_pend = _pend_insert(sch_src[q], sch_tidx[q], sch_u[q], p_src, p_u, p_tidx, n_pend, 0)
+                    else:
+                        overflow = 1
                     sch_n -= 1
                     sch_g[q] = sch_g[sch_n]
                     sch_u[q] = sch_u[sch_n]
@@ -504,12 +513,12 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                     # ---- a spike of j at u
                     u = bu
                     delta = dt - u
-                    ic = float(I[j]) * np.exp(-u * rt[1, j])  # I(t_c)
+                    ic = float(I[j]) * math.exp(-u * rt[1, j])  # I(t_c)
                     ac = 0.0
                     if ada[l]:
-                        ac = float(A[j]) * np.exp(-u / tau_a[j])  # A(t_c^-)
+                        ac = float(A[j]) * math.exp(-u / tau_a[j])  # A(t_c^-)
                         d = _alif.slope_at_spike(ic, ac, th, tau_m[j], tau_a[j])
-                        A[j] += binc[j] * np.exp(u / tau_a[j])  # A jumps by beta at t_c
+                        A[j] += binc[j] * math.exp(u / tau_a[j])  # A jumps by beta at t_c
                     else:
                         d = _lif.slope_at_spike(ic, th)
                     if not d >= grazing_eps:
@@ -541,18 +550,14 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                     if has_dly and l < L:  # its arrival t_c + d_j: later in this step (pending) or scheduled
                         tr = u + dly[j]
                         if tr <= dt:
-                            if n_pend >= p_src.shape[0]:
-                                p_src = _grow(p_src, n_pend + 1)
-                                p_u = _grow(p_u, n_pend + 1)
-                                p_tidx = _grow(p_tidx, n_pend + 1)
-                            n_pend = _pend_insert(j, ntape - 1, tr, p_src, p_u, p_tidx, n_pend, p_next)
-                        else:
-                            if sch_n >= sch_g.shape[0]:
-                                sch_g = _grow(sch_g, sch_n + 1)
-                                sch_u = _grow(sch_u, sch_n + 1)
-                                sch_src = _grow(sch_src, sch_n + 1)
-                                sch_tidx = _grow(sch_tidx, sch_n + 1)
+                            if n_pend < p_src.shape[0]:
+                                n_pend = _pend_insert(j, ntape - 1, tr, p_src, p_u, p_tidx, n_pend, p_next)
+                            else:
+                                overflow = 1
+                        elif sch_n < sch_g.shape[0]:
                             sch_n = _schedule(j, ntape - 1, n, tr, dt, n_steps, sch_g, sch_u, sch_src, sch_tidx, sch_n)
+                        else:
+                            overflow = 1
                         continue
                     src = j
                     ua = u
@@ -584,8 +589,8 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                                 if k == 0 or uni[L] == 0:
                                     tmk = tau_m[oo + k]
                                     tsk = tau_s[oo + k]
-                                    xa = np.exp(delta / tmk)
-                                    xb = np.exp(delta / tsk)
+                                    xa = math.exp(delta / tmk)
+                                    xb = math.exp(delta / tsk)
                                     kb = _kap(-delta, tmk, tsk)
                                 vc = xa * V[oo + k] + I[oo + k] * kb  # V(t_c^-)
                                 if vc > vmax[k]:
@@ -631,20 +636,21 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                 A[j] = aa[j] * A[j]
     if has_dly:
         tape.a_n[b] = na
-    return ntape, graze
+    return ntape, graze, overflow
 
 
 @njit(cache=True, parallel=True)
-def forward_batch(net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_trace, want_max, n_chunks):
+def forward_batch(net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_trace, want_max, n_chunks, NL, n_sch):
     """Forward pass of a batch (bundles: see eventprop.backend). Fills ``tape`` (tape.n: spikes
     per sample, also past the tape's capacity) and ``out``."""
     for c in prange(n_chunks):
-        _forward_chunk(c, n_chunks, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_trace, want_max)
+        _forward_chunk(c, n_chunks, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_trace, want_max, NL, n_sch)
 
 
 @njit(cache=True)
-def _forward_chunk(c, n_chunks, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_trace, want_max):
-    B = inp.ptr.shape[0]
+def _fwd_scratch(net, dt, rt, NL, n_sch):
+    """One sample's forward scratch (_FwdScratch) on the CPU, with NL pending and n_sch scheduled
+    delayed arrivals."""
     NT = net.alpha.shape[0]
     W = net.W
     tau_m = net.tau_m
@@ -663,13 +669,8 @@ def _forward_chunk(c, n_chunks, net, inp, ro, tape, out, n_steps, dt, grazing_ep
     ea = np.empty(NT, dtype=np.float64)  # per-neuron decays (non-uniform layers)
     eb = np.empty(NT, dtype=np.float64)
     ek = np.empty(NT, dtype=np.float64)
-    rt = _rates(tau_m, net.tau_s)
     A = np.empty(NT, dtype=W.dtype)  # adaptation of alif neurons (0 elsewhere; during a step: A at its start)
-    # delayed arrivals: pending inside the current step, and scheduled for later steps (grown on demand)
-    n_sch = 1
-    if net.has_dly:
-        n_sch = NT * (int(np.ceil(net.dly.max() / dt)) + 2)
-    NL = 4 * NT + 16
+    # delayed arrivals: pending inside the current step, and scheduled for later steps
     p_src = np.empty(NL, dtype=np.int32)
     p_u = np.empty(NL, dtype=np.float64)
     p_tidx = np.empty(NL, dtype=np.int64)
@@ -677,11 +678,34 @@ def _forward_chunk(c, n_chunks, net, inp, ro, tape, out, n_steps, dt, grazing_ep
     sch_u = np.empty(n_sch, dtype=np.float64)
     sch_src = np.empty(n_sch, dtype=np.int32)
     sch_tidx = np.empty(n_sch, dtype=np.int64)
-    scr = _FwdScratch(V, I, qm, thn, Ve, Ie, cu, cst, bmin, ea, eb, ek, rt, A, p_src, p_u, p_tidx, sch_g, sch_u, sch_src, sch_tidx)
+    return _FwdScratch(V, I, qm, thn, Ve, Ie, cu, cst, bmin, ea, eb, ek, rt, A, p_src, p_u, p_tidx, sch_g, sch_u,
+                       sch_src, sch_tidx)
+
+
+def arrival_buffers(net, dt):
+    """Initial sizes of the pending and scheduled delayed-arrival buffers of one sample (doubled
+    by the callers when a sample overflows them)."""
+    NT = int(net.alpha.shape[0])
+    n_sch = NT * (int(math.ceil(float(net.dly.max()) / dt)) + 2) if net.has_dly else 1
+    return 4 * NT + 16, n_sch
+
+
+@njit(cache=True)
+def _forward_chunk(c, n_chunks, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_trace, want_max, NL, n_sch):
+    B = inp.ptr.shape[0]
+    rt = _rates(net.tau_m, net.tau_s)
+    scr = _fwd_scratch(net, dt, rt, NL, n_sch)
     b0 = (c * B) // n_chunks
     b1 = ((c + 1) * B) // n_chunks
     for b in range(b0, b1):
-        nt, gz = _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_trace, want_max, scr)
+        while True:
+            nt, gz, of = _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_trace, want_max,
+                                         scr)
+            if of == 0:
+                break
+            NL *= 2
+            n_sch *= 2
+            scr = _fwd_scratch(net, dt, rt, NL, n_sch)
         tape.n[b] = nt
         out.graze[b] = gz
 
@@ -701,8 +725,8 @@ def _spike_targets(W, base, po, S, uniform, tau_m, tau_s, delta, lamV, lamI, dW,
     if uniform:
         tm = tau_m[po]
         ts = tau_s[po]
-        a = np.exp(-delta / tm)
-        bb = np.exp(-delta / ts)
+        a = math.exp(-delta / tm)
+        bb = math.exp(-delta / ts)
         cb = _kap_e(delta, tm, ts, a, bb) * tm / ts
         sv = _dot(W[base : base + S], lamV[po : po + S])
         si = _dot(W[base : base + S], lamI[po : po + S])
@@ -768,7 +792,7 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
     no = sizes[L]
     S0 = sizes[0]
     ada, tau_a, aa, binc, tape_aux = net.ada, net.tau_a, net.aa, net.binc, tape.aux
-    any_ada = ada.sum() > 0
+    any_ada = _any(ada)
     for j in range(NT):
         lamV[j] = 0.0
         lamI[j] = 0.0
@@ -878,11 +902,11 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
                         if k == 0 or uni[L] == 0:  # propagation factors over delta (per layer if uniform)
                             tm = tau_m[oo + k]
                             ts = tau_s[oo + k]
-                            a = np.exp(-delta / tm)
-                            bb = np.exp(-delta / ts)
+                            a = math.exp(-delta / tm)
+                            bb = math.exp(-delta / ts)
                             kp = _kap_e(delta, tm, ts, a, bb)
                             cb = kp * tm / ts
-                            area = (-ts * np.expm1(-delta / ts) - tm * kp) / ts
+                            area = (-ts * math.expm1(-delta / ts) - tm * kp) / ts
                         src = g_int[b, k] * inv_T * w_end
                         if use_trace:
                             src += g_trace[b, m, k]
@@ -926,8 +950,8 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
                         fb += g_max[b, k] * mx_slope[b, k] / tau_m[oo + k]
                         tmk = tau_m[oo + k]
                         tsk = tau_s[oo + k]
-                        ak = np.exp(-delta / tmk)
-                        bk = np.exp(-delta / tsk)
+                        ak = math.exp(-delta / tmk)
+                        bk = math.exp(-delta / tsk)
                         kick = -g_max[b, k] / tmk
                         lamV[oo + k] += kick / ak
                         lamI[oo + k] -= _kap(delta, tmk, tsk) * tmk / tsk * kick / (ak * bk)
@@ -947,10 +971,10 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
                         break
                 if first:
                     extra = g_spk[b, i]
-            a_i = np.exp(-delta / tau_m[nid])
-            b_i = np.exp(-delta / tau_s[nid])
+            a_i = math.exp(-delta / tau_m[nid])
+            b_i = math.exp(-delta / tau_s[nid])
             if ada[l]:  # adaptive threshold: lambda_A takes part in the jump and jumps too
-                g_i = np.exp(-delta / tau_a[nid])
+                g_i = math.exp(-delta / tau_a[nid])
                 jv, ja = _alif.adjoint_jump(a_i * lamV[nid], g_i * lamA[nid], tape_aux[b, e], tape_d[b, e],
                                             fb + extra, thr[l], tau_m[nid], tau_a[nid], binc[nid])
                 lamA[nid] = min(max(lamA[nid] + ja / g_i, -LAMBDA_MAX), LAMBDA_MAX)  # expressed at t_m

@@ -212,9 +212,11 @@ class CPUBackend:
         B = inp.ptr.shape[0]
         dtype = net.W.dtype.type
 
+        NL, n_sch = _kernels.arrival_buffers(net, dt)
+
         def run(tape, fo):
             _kernels.forward_batch(net, inp, ro, tape, fo, n_steps, dtype(dt), dtype(grazing_eps), bool(want_trace),
-                                   bool(want_max), min(N_CHUNKS, max(B, 1)))
+                                   bool(want_max), min(N_CHUNKS, max(B, 1)), NL, n_sch)
             return tape, fo
 
         return sized_tape_run(self, B, int(net.sizes[-1]), int(net.sizes.sum()), n_steps, dtype, want_trace, run,

@@ -35,5 +35,5 @@ MODELS = {
     "lif": NeuronModel("lif", "leaky integrate-and-fire, exponential synaptic current", (), True, ("cpu", "cuda"),
                        True),
     "alif": NeuronModel("alif", "adaptive LIF: threshold theta + A, A += adapt at a spike, decays with tau_adapt",
-                        ("tau_adapt", "adapt"), True, ("cpu",), False),
+                        ("tau_adapt", "adapt"), True, ("cpu", "cuda"), False),
 }

@@ -26,6 +26,8 @@ decays between the neuron's own spikes, V must reach theta + min(A) first, and t
 the LIF tests with that threshold to rule most neurons out cheaply.
 """
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -36,10 +38,10 @@ from .lif import _kap, _kap_e
 def g_and_slope(u, v, i, a, th, tm, ts, ta):
     """g(u) = V(u) - A(u) - theta on the free trajectory from (v, i, a) at u = 0 (u may be negative),
     and tau-free slope dg/du."""
-    em = np.exp(-u / tm)
-    es = np.exp(-u / ts)
+    em = math.exp(-u / tm)
+    es = math.exp(-u / ts)
     V = v * em + i * _kap_e(u, tm, ts, em, es)
-    A = a * np.exp(-u / ta)
+    A = a * math.exp(-u / ta)
     return V - A - th, (i * es - V) / tm + A / ta
 
 
@@ -105,45 +107,39 @@ def first_crossing(v, i, a, th, tm, ts, ta, span, cnt):
     g0, d0 = g_and_slope(0.0, v, i, a, th, tm, ts, ta)
     if g0 >= 0.0:
         return 0.0
-    knots = np.empty(5)
-    nk = 1
-    knots[0] = 0.0
     k1 = i / (tm * ts)
     k2 = (1.0 / ta - 1.0 / tm) * a / ta
     dd = 1.0 / ta - 1.0 / ts
     uc = -1.0
     if k1 != 0.0 and k2 != 0.0 and dd != 0.0 and -k2 / k1 > 0.0:
-        uc = np.log(-k2 / k1) / dd
+        uc = math.log(-k2 / k1) / dd
         if not 0.0 < uc < span:
             uc = -1.0
-    ends = np.empty(2)
-    ne = 0
-    if uc > 0.0:
-        ends[0] = uc
-        ends[1] = span
-        ne = 2
-    else:
-        ends[0] = span
-        ne = 1
-    lo = 0.0
-    for q in range(ne):
-        hi = ends[q]
-        slo = g_and_slope(lo, v, i, a, th, tm, ts, ta)[1]
+    # the pieces in order: [0, uc] and [uc, span] (or [0, span]), each split at its slope zero
+    lo = 0.0  # left end of the current piece
+    glo = g0
+    e0 = 0.0  # left end of the current segment
+    for q in range(2):
+        if q == 1 and uc <= 0.0:
+            break
+        hi = uc if (q == 0 and uc > 0.0) else span
+        slo = g_and_slope(e0, v, i, a, th, tm, ts, ta)[1]
         shi = g_and_slope(hi, v, i, a, th, tm, ts, ta)[1]
         if (slo > 0.0 and shi < 0.0) or (slo < 0.0 and shi > 0.0):
-            knots[nk] = _slope_zero(lo, hi, v, i, a, th, tm, ts, ta)
-            nk += 1
-        knots[nk] = hi
-        nk += 1
-        lo = hi
-    glo = g0
-    for q in range(1, nk):
-        if knots[q] <= knots[q - 1]:
-            continue
-        ghi = g_and_slope(knots[q], v, i, a, th, tm, ts, ta)[0]
-        if ghi >= 0.0:
-            return _root(knots[q - 1], knots[q], glo, ghi, v, i, a, th, tm, ts, ta, cnt)
-        glo = ghi
+            z = _slope_zero(e0, hi, v, i, a, th, tm, ts, ta)
+            if z > lo:
+                gz = g_and_slope(z, v, i, a, th, tm, ts, ta)[0]
+                if gz >= 0.0:
+                    return _root(lo, z, glo, gz, v, i, a, th, tm, ts, ta, cnt)
+                lo = z
+                glo = gz
+        if hi > lo:
+            ghi = g_and_slope(hi, v, i, a, th, tm, ts, ta)[0]
+            if ghi >= 0.0:
+                return _root(lo, hi, glo, ghi, v, i, a, th, tm, ts, ta, cnt)
+            lo = hi
+            glo = ghi
+        e0 = hi
     cnt[2] += 1
     return -1.0
 

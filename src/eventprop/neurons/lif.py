@@ -14,6 +14,8 @@ below, then V -> 0 (I unchanged); every input or spike arrival makes I jump by i
   kernels' (shared with eventprop.neurons.alif, which reduces to these with no adaptation).
 """
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -28,8 +30,8 @@ def _kap(delta, tm, ts):
     tm = float(tm)
     ts = float(ts)
     x = (1.0 / ts - 1.0 / tm) * d
-    h = 1.0 - 0.5 * x if abs(x) < 1e-8 else -np.expm1(-x) / x
-    return np.exp(-d / tm) * (d / tm) * h
+    h = 1.0 - 0.5 * x if abs(x) < 1e-8 else -math.expm1(-x) / x
+    return math.exp(-d / tm) * (d / tm) * h
 
 
 @njit(cache=True, inline="always")
@@ -45,7 +47,7 @@ def _kap_e(delta, tm, ts, em, es):
 @njit(cache=True, inline="always")
 def _kap_area(delta, tm, ts):
     """int_0^delta _kap(u) du = tau_s (1 - e^{-delta/tau_s}) - tau_m _kap(delta)."""
-    return -float(ts) * np.expm1(-float(delta) / float(ts)) - float(tm) * _kap(delta, tm, ts)
+    return -float(ts) * math.expm1(-float(delta) / float(ts)) - float(tm) * _kap(delta, tm, ts)
 
 
 @njit(cache=True)
@@ -56,7 +58,7 @@ def _dprop(h, tm, ts):
     h = float(h)
     tm = float(tm)
     ts = float(ts)
-    return _dprop_r(h, 1.0 / tm, 1.0 / ts, np.exp(-h / tm), np.exp(-h / ts), _kap(h, tm, ts))
+    return _dprop_r(h, 1.0 / tm, 1.0 / ts, math.exp(-h / tm), math.exp(-h / ts), _kap(h, tm, ts))
 
 
 @njit(cache=True)
@@ -143,7 +145,7 @@ def gfun(u, rm, rs):
     z = (rs - rm) * u
     if abs(z) < 1e-8:
         return u * rm * (1.0 - 0.5 * z)
-    return -rm * np.expm1(-z) / (rs - rm)
+    return -rm * math.expm1(-z) / (rs - rm)
 
 
 @njit(cache=True, inline="always")
@@ -164,14 +166,14 @@ def _peak(v0, i0, tm, ts, ub):
         c = ts / (tm - ts)
         x = (v0 + c * i0) * ts / (c * i0 * tm)
         if x > 0.0:
-            u = np.log(x) / (1.0 / ts - 1.0 / tm)
+            u = math.log(x) / (1.0 / ts - 1.0 / tm)
             if 0.0 <= u <= ub:
                 return u
     lo = 0.0
     hi = ub
     for _ in range(60):
         mid = 0.5 * (lo + hi)
-        if i0 * np.exp(-mid / ts) - (v0 * np.exp(-mid / tm) + i0 * _kap(mid, tm, ts)) > 0.0:
+        if i0 * math.exp(-mid / ts) - (v0 * math.exp(-mid / tm) + i0 * _kap(mid, tm, ts)) > 0.0:
             lo = mid
         else:
             hi = mid
@@ -227,8 +229,8 @@ def _crossing(v0, i0, v1, th, tm, ts, dt, m1, cnt):
     u = x * dt
     tol = 1e-12 * dt
     for it in range(1, MAX_ITER + 1):
-        em = np.exp(-u / tm)
-        es = np.exp(-u / ts)
+        em = math.exp(-u / tm)
+        es = math.exp(-u / ts)
         v = v0 * em + i0 * _kap_e(u, tm, ts, em, es)
         f = v - th
         if f >= 0.0:
@@ -261,8 +263,8 @@ def _first_crossing(v, i, v1, i1, th, tm, ts, span, cnt):
         cnt[2] += 1
         return -1.0  # not rising at the start or not falling at the end: no maximum inside
     us = _peak(v, i, tm, ts, span)
-    em = np.exp(-us / tm)
-    es = np.exp(-us / ts)
+    em = math.exp(-us / tm)
+    es = math.exp(-us / ts)
     vs = v * em + i * _kap_e(us, tm, ts, em, es)
     if vs < th:
         cnt[2] += 1
