@@ -184,3 +184,26 @@ def test_plural():
     from eventprop.cli import _plural
 
     assert _plural(1, "sample") == "1 sample" and _plural(2, "sample") == "2 samples"
+
+
+def test_bench_on_real_data_prints_the_table_and_counters(tmp_path):
+    """``bench --data``: the shipped recurrent paper config on spoken-dev (shortened here), the
+    whole trainer and the compute with hidden activity, cost per spike and the forward counters."""
+    from shared_data import SPOKEN, need
+
+    out = tmp_path / "b.json"
+    r = cli("bench", "--data", str(need(SPOKEN)), "--no-torch", "--repeats", "1", "--set", "data.limit_train=64",
+            "--set", "data.limit_test=32", "--json", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "64 training samples, batch 32" in r.stdout
+    assert "us per hidden spike" in r.stdout and "forward counters (one batch): solves" in r.stdout
+    res = json.loads(out.read_text())
+    names = [row["name"] for row in res["rows"]]
+    assert names == ["eventprop compute", "eventprop whole trainer"], res
+    ep = res["rows"][0]
+    assert ep["hidden_spikes_per_neuron"] > 0 and ep["counters"]["spikes"] > 0
+    assert res["rows"][1]["seconds_per_epoch"] > 0
+
+
+def test_bench_config_without_data_is_one_line():
+    assert_user_error(cli("bench", "--config", os.path.join(ROOT, "configs", "shd_sum_exp_recurrent.yaml")), "--data")

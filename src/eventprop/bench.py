@@ -148,15 +148,94 @@ def _worker_trainer(args) -> dict:
             "peak_mb": _rss_mb(), "base_mb": 0.0}
 
 
+def _data_config(args):
+    """The run config of a ``--data`` measurement: the shipped config with the data path set."""
+    from .config import resolve
+
+    return resolve(args["config"], list(args.get("sets", [])) + [f"data.path={args['data']}",
+                                                                 f"train.threads={args['threads']}"])
+
+
+def _data_batches(args):
+    """``--data``: the first two training batches of the config's data (the trainer's own reader
+    and binning), else None."""
+    if not args.get("data"):
+        return None
+    from .events import make_batch
+    from .train import load_data, n_steps_of
+
+    cfg = _data_config(args)
+    ds = load_data(cfg)["train"]
+    B, N = args["batch"], n_steps_of(cfg)
+    if ds.n_units != 700 or len(ds) < 2 * B:
+        raise ValueError(f"--data: expected SHD-layout data (700 channels, >= {2 * B} training samples), got "
+                         f"{ds.n_units} channels and {len(ds)} samples")
+    return [make_batch(ds, np.arange(i * B, (i + 1) * B), float(cfg.model.dt_ms), N) for i in range(2)]
+
+
+def _worker_data_eventprop(args) -> dict:
+    """``--data``: forward and backward of the config's network on two batches of its data
+    (value_and_grad with the config's loss and regulariser, Adam), with the hidden activity and
+    the cost per hidden spike."""
+    from .engine import set_threads
+    from .losses import SpikeCountRegulariser, value_and_grad
+    from .network import InitSpec, init_params
+    from .optim import Adam
+    from .train import build_loss, build_spec
+
+    set_threads(args["threads"])
+    cfg = _data_config(args)
+    batches = _data_batches(args)
+    spec = build_spec(cfg, 700, 20)  # SHD layout (checked by _data_batches): 700 channels, 20 classes
+    params = init_params(spec, InitSpec(**cfg.model.init.model_dump()), seed=cfg.train.seed)
+    loss, opt = build_loss(cfg), Adam(cfg.train.lr)
+    reg = SpikeCountRegulariser(cfg.reg.k_upper, cfg.reg.k_lower, cfg.reg.nu)
+    value_and_grad(spec, params, batches[0], loss, reg)  # warm-up (loads cached kernels)
+    rows = []
+    for r in range(args["repeats"]):
+        tm: dict = {}
+        t0 = time.perf_counter()
+        _, g, res, fw = value_and_grad(spec, params, batches[r % 2], loss, reg, timings=tm)
+        opt.update(params, g)
+        rows.append((time.perf_counter() - t0, tm.get("forward", 0.0), tm.get("backward", 0.0),
+                     float(fw.spike_counts[0].sum())))
+    t, f, b, n_spk = (float(np.median([x[i] for x in rows])) for i in range(4))
+    return {"counters": fw.counters(), "seconds_per_batch": t, "forward": f, "backward": b, "peak_mb": _rss_mb(), "base_mb": 0.0,
+            "hidden_spikes_per_neuron": n_spk / (args["batch"] * spec.hidden[0].size),
+            "us_per_hidden_spike": 1e6 * (f + b) / max(n_spk, 1.0),
+            "input_spikes_per_sample": float(batches[0].counts().mean())}
+
+
+def _worker_data_trainer(args) -> dict:
+    """``--data``: the whole trainer (train.run) with the config as shipped, two epochs on the
+    data's training set (the second timed), then its test-set evaluation."""
+    import tempfile
+
+    from .train import run
+
+    cfg = _data_config(args)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 2})})
+    tm: list = []
+    with tempfile.TemporaryDirectory() as d:
+        run(cfg, d, quiet=True, log=lambda *a: None, timings=tm)
+    last = tm[-1]
+    return {"seconds_per_epoch": last["total"], "eval_seconds": last["eval"],
+            "breakdown": {k: v for k, v in last.items() if k not in ("total", "eval")}, "peak_mb": _rss_mb(),
+            "base_mb": 0.0}
+
+
 def _dense_data(args, torch):
-    """Two dense (steps, batch, 700) input tensors of the SHD-shaped workload, with labels."""
+    """Two dense (steps, batch, 700) input tensors of the SHD-shaped workload (or of ``--data``),
+    with labels."""
     from .events import make_batch
 
-    ds = shd_like(args["batch"] * 2, args["steps"], 1.0, args["spikes"], seed=1, active_ms=args.get("active_ms"))
     B, N = args["batch"], args["steps"]
+    given = _data_batches(args)
+    if given is None:
+        ds = shd_like(args["batch"] * 2, args["steps"], 1.0, args["spikes"], seed=1, active_ms=args.get("active_ms"))
 
     def dense(i):
-        sb = make_batch(ds, np.arange(i * B, (i + 1) * B), 1.0, N)
+        sb = given[i] if given is not None else make_batch(ds, np.arange(i * B, (i + 1) * B), 1.0, N)
         x = np.zeros((N, B, 700), dtype=np.float32)
         for b in range(B):
             for n in range(N):
@@ -364,10 +443,76 @@ def run_bench(threads: int = 2, repeats: int = 10, torch_baseline: bool = True, 
     return results
 
 
+def default_data_config() -> str:
+    """The shipped recurrent paper config (configs/shd_sum_exp_recurrent.yaml of the checkout)."""
+    from pathlib import Path
+
+    return str(Path(__file__).resolve().parents[2] / "configs" / "shd_sum_exp_recurrent.yaml")
+
+
+def run_data_bench(data: str, config: str | None = None, threads: int = 2, repeats: int = 5,
+                   snntorch_baseline: bool = True, torch_repeats: int = 3, sets=(), echo=print) -> dict:
+    """``eventprop bench --data PATH``: the shipped recurrent paper config (or ``config``) on real
+    SHD-layout data, as a user runs it: the whole trainer for an epoch of the data's training set,
+    forward and backward per batch with the hidden activity and the cost per hidden spike, and
+    snnTorch BPTT of the same network on the same batches, all in this run. ``sets``: --set
+    overrides of the config (e.g. data.limit_train=256 for a shorter run)."""
+    from .train import load_data, n_steps_of
+    from .config import resolve
+
+    config = config or default_data_config()
+    cfg = resolve(config, list(sets) + [f"data.path={data}"])  # one-line errors before any child starts
+    n_train = len(load_data(cfg)["train"])
+    B, N = cfg.train.batch_size, n_steps_of(cfg)
+    rec = bool(cfg.model.recurrent_list()[0])
+    base = dict(threads=threads, repeats=repeats, batch=B, steps=N, hidden=int(cfg.model.hidden[0]), recurrent=rec,
+                data=str(data), config=str(config), sets=list(sets), spikes=0.0, w_in=0.0)
+    n_batches = -(-n_train // B)
+    res = {"data": str(data), "config": str(config), "threads": threads, "batch": B, "n_train": n_train, "rows": []}
+    echo(f"--data {data}: {config}, {n_train} training samples, batch {B}, {N} steps, {threads} threads")
+    echo(f"{'implementation':<28}{'s/batch':>10}{'s/epoch':>10}{'peak MB':>10}  notes")
+    ep = _child("data_eventprop", base)
+    tr = _child("data_trainer", base)
+    rows = [("eventprop compute", ep), ("eventprop whole trainer", tr)]
+    if snntorch_baseline:
+        rows.append(("snnTorch BPTT", _child("snntorch", {**base, "repeats": torch_repeats})))
+    for name, r in rows:
+        if "error" in r:
+            echo(f"{name:<28}  failed: {r['error']}")
+            res["rows"].append({"name": name, **r})
+            continue
+        per_epoch = r["seconds_per_epoch"] if "seconds_per_epoch" in r else r["seconds_per_batch"] * n_batches
+        per_batch = r["seconds_per_batch"] if "seconds_per_batch" in r else per_epoch / n_batches
+        note = ""
+        if "us_per_hidden_spike" in r:
+            note = (f"forward {r['forward']:.3f} s, backward {r['backward']:.3f} s; {r['input_spikes_per_sample']:.0f} "
+                    f"in-spikes, {r['hidden_spikes_per_neuron']:.1f} hidden spikes/neuron, "
+                    f"{r['us_per_hidden_spike']:.2f} us per hidden spike (forward + backward)")
+        if "breakdown" in r:
+            note = ("per epoch: " + ", ".join(f"{k} {v:.2f}" for k, v in r["breakdown"].items())
+                    + f"; test-set evaluation {r['eval_seconds']:.2f} s")
+        echo(f"{name:<28}{per_batch:>10.4f}{per_epoch:>10.2f}{r['peak_mb']:>10.0f}  {note}")
+        if "counters" in r:
+            c = r["counters"]
+            echo(f"{'':<28}forward counters (one batch): " + ", ".join(f"{k} {v}" for k, v in c.items()))
+        res["rows"].append({"name": name, "seconds_per_epoch": per_epoch, "seconds_per_batch": per_batch, **r})
+    if snntorch_baseline and "error" not in rows[-1][1]:
+        sn_epoch = rows[-1][1]["seconds_per_batch"] * n_batches
+        for name, r in rows[:2]:
+            if "error" not in r:
+                ratio = sn_epoch / (r["seconds_per_epoch"] if "seconds_per_epoch" in r
+                                    else r["seconds_per_batch"] * n_batches)
+                echo(f"{'':<28}snnTorch BPTT / {name}: {ratio:.1f}x")
+                res["ratio_snntorch_" + ("trainer" if "trainer" in name else "compute")] = ratio
+    return res
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 4 and sys.argv[1] == "--worker":
         kind, args = sys.argv[2], json.loads(sys.argv[3])
-        workers = {"eventprop": _worker_eventprop, "trainer": _worker_trainer, "torch": _worker_torch, "snntorch": _worker_snntorch}
+        workers = {"eventprop": _worker_eventprop, "trainer": _worker_trainer, "torch": _worker_torch,
+                   "snntorch": _worker_snntorch, "data_eventprop": _worker_data_eventprop,
+                   "data_trainer": _worker_data_trainer}
         out = workers[kind](args)
         print(json.dumps(out))
     else:

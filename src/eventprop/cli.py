@@ -371,10 +371,16 @@ def analyse(run, out, cls, sample, split, top):
 @click.option("--trainer/--no-trainer", default=True, show_default=True,
               help="also time the whole trainer (augmentation, batching, Adam, evaluation) on the paper's SHD recipe")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="also write the numbers to this file")
-def bench(threads, repeats, use_torch, spikes, hidden, trainer, json_out):
+@click.option("--data", "data_path", type=click.Path(exists=True), metavar="PATH",
+              help="instead: real SHD-layout data (e.g. ../shared/data/spoken-dev) with --config, the whole trainer "
+                   "and snnTorch on the same batches")
+@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False),
+              help="with --data: the run config (default: configs/shd_sum_exp_recurrent.yaml)")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="with --data: override a config setting")
+def bench(threads, repeats, use_torch, spikes, hidden, trainer, json_out, data_path, config, sets):
     """Speed and memory on an SHD-shaped workload, EventProp vs dense surrogate-gradient BPTT."""
     from . import io as fio
-    from .bench import run_bench
+    from .bench import run_bench, run_data_bench
 
     if use_torch:
         try:
@@ -383,8 +389,14 @@ def bench(threads, repeats, use_torch, spikes, hidden, trainer, json_out):
         except ImportError:
             raise UserError("the BPTT baselines need torch and snntorch: pip install 'eventprop[bench]', "
                             "or pass --no-torch") from None
-    res = run_bench(threads=threads, repeats=repeats, torch_baseline=use_torch, snntorch_baseline=use_torch,
-                    spikes=spikes, hidden=hidden, trainer=trainer, echo=click.echo)
+    if (config or sets) and not data_path:
+        raise UserError("bench --config / --set: only with --data PATH (a run config on real data)")
+    if data_path:
+        res = run_data_bench(data_path, config, threads=threads, repeats=repeats, snntorch_baseline=use_torch,
+                             sets=sets, echo=click.echo)
+    else:
+        res = run_bench(threads=threads, repeats=repeats, torch_baseline=use_torch, snntorch_baseline=use_torch,
+                        spikes=spikes, hidden=hidden, trainer=trainer, echo=click.echo)
     if json_out:
         fio.write_json(json_out, res)
 

@@ -293,6 +293,15 @@ class Forward:
     backend: str = "cpu"
     delay_layers: tuple = ()  # hidden layers with axonal delays (params 'delay<l>')
 
+    def counters(self) -> dict[str, int]:
+        """What the forward pass did, summed over the batch (names: backend.FORWARD_COUNTERS;
+        max_spikes_in_a_step is the maximum): crossing solves, solver iterations, bounds proven
+        root-free, solver failures, neurons re-tested after an arrival, spikes, arrivals."""
+        from .backend import FORWARD_COUNTERS
+
+        c = self.outputs.counters
+        return {k: int(c[:, i].max() if k.startswith("max_") else c[:, i].sum()) for i, k in enumerate(FORWARD_COUNTERS)}
+
     @property
     def n_spikes(self) -> np.ndarray:
         """Recorded spikes per sample (hidden and spiking output)."""
