@@ -37,7 +37,7 @@ from numba import config as _nb_config
 from numba import cuda
 
 from . import _kernels
-from .backend import TauGrad, allocate_forward, sized_tape_run
+from .contract import TauGrad, allocate_forward, sized_tape_run
 
 # per-sample forward scratch: the fields of _kernels._FwdScratch with a leading batch axis
 # (rt, qm, thn are shared by every sample) and the overflow flags

@@ -89,8 +89,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import (ForwardOutputs, InputSpikes, NetArrays, ReadoutGradArrays, ReadoutWeights, Tape,
-                      get_backend, set_backend)
+from .backend import get_backend, set_backend
+from .contract import ForwardOutputs, InputSpikes, NetArrays, ReadoutGradArrays, ReadoutWeights, Tape
 from .errors import UserError
 from .events import SpikeBatch
 from .network import NetworkSpec, check_params, with_param_taus
@@ -297,7 +297,7 @@ class Forward:
         """What the forward pass did, summed over the batch (names: backend.FORWARD_COUNTERS;
         max_spikes_in_a_step is the maximum): crossing solves, solver iterations, bounds proven
         root-free, solver failures, neurons re-tested after an arrival, spikes, arrivals."""
-        from .backend import FORWARD_COUNTERS
+        from .contract import FORWARD_COUNTERS
 
         c = self.outputs.counters
         return {k: int(c[:, i].max() if k.startswith("max_") else c[:, i].sum()) for i, k in enumerate(FORWARD_COUNTERS)}

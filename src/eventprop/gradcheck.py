@@ -32,6 +32,7 @@ from .engine import ReadoutWeight
 from .events import batch_from_arrays
 from .losses import InputRateSumLoss, Loss, SumLoss, value_and_grad
 from .network import LayerSpec, NetworkSpec, OutputSpec
+from .config import COVERED, regime_warnings  # noqa: F401 (their home is config; re-exported)
 
 RTOL = 0.30  # engine slope within 30 % of the exact slope at the user's dt
 NEGLIGIBLE = 0.01  # a weight array whose exact slope is < 1 % of the largest one is "negligible"
@@ -387,27 +388,3 @@ def verdict(r: CheckResult) -> str:
 
 
 # ---------------------------------------------------------------------- covered regime
-COVERED = {  # what the shipped gradient tests check against the exact simulator (tests/test_gradient_*.py)
-    "dt_max_ms": 1.0,
-    "dt_over_tau_max": 0.2,  # dt / min(tau_syn, tau_mem) (paper SHD: 1/5)
-    "trial_max_ms": 1400.0,
-    "hidden_layers_max": 2,
-}
-
-
-def regime_warnings(cfg) -> list[str]:
-    """One line per way in which a run config leaves the regime that the gradient tests cover."""
-    m = cfg.model
-    out = []
-    tau_min = min(m.tau_mem, m.tau_syn, m.out_tau_mem, m.out_tau_syn)
-    if m.dt_ms > COVERED["dt_max_ms"]:
-        out.append(f"model.dt_ms = {m.dt_ms:g} ms is above the {COVERED['dt_max_ms']:g} ms the gradient tests cover")
-    if m.dt_ms > COVERED["dt_over_tau_max"] * tau_min:
-        out.append(f"model.dt_ms = {m.dt_ms:g} ms is more than {COVERED['dt_over_tau_max']:g} x the shortest time "
-                   f"constant ({tau_min:g} ms)")
-    if cfg.data.trial_ms > COVERED["trial_max_ms"]:
-        out.append(f"data.trial_ms = {cfg.data.trial_ms:g} ms is longer than the {COVERED['trial_max_ms']:g} ms the "
-                   "gradient tests cover")
-    if len(m.hidden) > COVERED["hidden_layers_max"]:
-        out.append(f"{len(m.hidden)} hidden layers: the gradient tests cover at most {COVERED['hidden_layers_max']}")
-    return out

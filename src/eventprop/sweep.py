@@ -223,7 +223,7 @@ def run_trial(folder: str | Path, config: dict, fold: int | None = None, threads
                 set_threads(threads)
             data = None
             if fold is not None:
-                from .xval import fold_data
+                from .train import fold_data
 
                 data = fold_data(cfg, fold)
             run(cfg, folder, resume=resume, data=data, quiet=True, log=log, on_epoch=report)

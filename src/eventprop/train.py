@@ -135,6 +135,26 @@ def load_data(cfg: RunConfig) -> dict[str, EventDataset | None]:
     return out
 
 
+def _folds(cfg: RunConfig, data=None):
+    from .data import speaker_folds
+
+    data = data or load_data(cfg)
+    full = data["train"]
+    if full.speakers is None:
+        raise UserError(f"xval: dataset {cfg.data.name} has no speaker ids; leave-one-speaker-out needs them")
+    return full, speaker_folds(full)
+
+
+def fold_data(cfg: RunConfig, speaker: int) -> dict:
+    """The data of one fold: train on all other speakers, validate on ``speaker``, no test set."""
+    full, folds = _folds(cfg)
+    for spk, tr_idx, va_idx in folds:
+        if spk == speaker:
+            return {"train": full.subset(tr_idx, name=f"{full.name}-train"),
+                    "val": full.subset(va_idx, name=f"{full.name}-speaker{spk}"), "test": None}
+    raise UserError(f"xval: speaker {speaker} not in the training set")
+
+
 def augment(cfg: RunConfig, ds: EventDataset, rng: np.random.Generator) -> EventDataset:
     a = cfg.data.augment
     if not (a.shift or a.jitter or a.dilate or a.blend):
@@ -281,7 +301,7 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
         except ImportError:
             raise UserError("train.tensorboard needs tensorboardX: pip install 'eventprop[tensorboard]'") from None
     data = data or load_data(cfg)  # before creating anything: a data error leaves no run folder behind
-    from .gradcheck import regime_warnings
+    from .config import regime_warnings
 
     for w in regime_warnings(cfg):
         print(f"warning: {w}; check the gradient in this regime with `eventprop gradcheck CONFIG`", file=sys.stderr)

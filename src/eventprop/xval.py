@@ -25,7 +25,7 @@ from . import io as fio
 from .config import RunConfig
 from .errors import UserError
 from .config import load_file, validate
-from .train import load_data, result_settings, run
+from .train import _folds, fold_data, load_data, result_settings, run  # noqa: F401 (fold_data re-exported)
 
 
 def xval_config(cfg: RunConfig, log=print) -> RunConfig:
@@ -40,26 +40,6 @@ def xval_config(cfg: RunConfig, log=print) -> RunConfig:
     cfg.train.select = "train"
     cfg.train.plateau.which = "train"
     return cfg
-
-
-def _folds(cfg: RunConfig, data=None):
-    from .data import speaker_folds
-
-    data = data or load_data(cfg)
-    full = data["train"]
-    if full.speakers is None:
-        raise UserError(f"xval: dataset {cfg.data.name} has no speaker ids; leave-one-speaker-out needs them")
-    return full, speaker_folds(full)
-
-
-def fold_data(cfg: RunConfig, speaker: int) -> dict:
-    """The data of one fold: train on all other speakers, validate on ``speaker``, no test set."""
-    full, folds = _folds(cfg)
-    for spk, tr_idx, va_idx in folds:
-        if spk == speaker:
-            return {"train": full.subset(tr_idx, name=f"{full.name}-train"),
-                    "val": full.subset(va_idx, name=f"{full.name}-speaker{spk}"), "test": None}
-    raise UserError(f"xval: speaker {speaker} not in the training set")
 
 
 def run_xval(cfg: RunConfig, out_dir: str | Path, quiet: bool = False, log=print, use_ray: bool = False,
