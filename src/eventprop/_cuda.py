@@ -37,7 +37,7 @@ from numba import config as _nb_config
 from numba import cuda
 
 from . import _kernels
-from .contract import TauGrad, allocate_forward, sized_tape_run
+from .contract import BackwardResult, GradRequest, TauGrad, allocate_forward, sized_tape_run
 
 # per-sample forward scratch: the fields of _kernels._FwdScratch with a leading batch axis
 # (rt, qm, thn are shared by every sample) and the overflow flags
@@ -172,7 +172,8 @@ class CUDABackend:
 
         return sized_tape_run(self, B, int(net.sizes[-1]), NT, n_steps, dtype, want_trace, run, aux, arr)
 
-    def backward(self, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, record, tau=None, delays=0):
+    def backward(self, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, record, want=GradRequest()):
+        tau, delays = want.tau, int(want.n_delay_inputs)
         B = inp.ptr.shape[0]
         NT = int(net.sizes.sum())
         dt_ = net.W.dtype
@@ -183,16 +184,16 @@ class CUDABackend:
         else:
             rec_V = rec_I = np.zeros((1, 1), dtype=dt_)
         z2 = np.zeros((2, 4, 1), np.float64)
-        if tau is not None:  # (dem, dkm, dks, des, out, dco, dtco)
-            tg = TauGrad(True, *tau[:4], np.zeros((1, 1, 2)), bool(tau[4]), np.ascontiguousarray(tau[5], np.float64),
-                         np.ascontiguousarray(tau[6], np.float64))
+        if tau is not None:
+            tg = TauGrad(True, tau.dem, tau.dkm, tau.dks, tau.des, np.zeros((1, 1, 2)), bool(tau.out), np.ascontiguousarray(tau.dco, np.float64),
+                         np.ascontiguousarray(tau.dtco, np.float64))
         else:
             z = np.zeros(1, dt_)
             tg = TauGrad(False, z, z, z, z, np.zeros((1, 1, 2)), False, z2, z2)
         n_dtau = NT if tau is not None else 0
         n_dh = NT if net.has_dly else 0
         if B == 0:
-            return (np.zeros(nW, dt_), 0, (rec_V if record is not None else None),
+            return BackwardResult(np.zeros(nW, dt_), 0, (rec_V if record is not None else None),
                     (rec_I if record is not None else None), np.zeros((NT, 2)) if tau is not None else None,
                     np.zeros(int(delays)) if delays else None, np.zeros(NT) if net.has_dly else None)
         if len(inp.units) == 0:
@@ -220,5 +221,5 @@ class CUDABackend:
         ddh = h.ddh.sum(axis=0) if net.has_dly else None
         if record is not None and not simulator():
             rec_V, rec_I = drec_V.copy_to_host(), drec_I.copy_to_host()
-        return (dW, int(h.hits.sum()), (rec_V if record is not None else None),
+        return BackwardResult(dW, int(h.hits.sum()), (rec_V if record is not None else None),
                 (rec_I if record is not None else None), dtau, dd, ddh)

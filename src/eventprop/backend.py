@@ -6,8 +6,8 @@ quadrature coefficients, turning loss gradients into arrays) and call a :class:`
 named bundles of flat arrays. A backend runs the simulation and the adjoint pass on them and
 returns host (NumPy) arrays, so that losses, optimisers and analyses never see the device.
 
-Bundles (``NamedTuple``\\ s of arrays; numba compiles them as structs, so the CPU kernels take
-them as they are):
+Bundles (``NamedTuple``\\ s of arrays, defined in eventprop.contract; numba compiles them as
+structs, so the CPU kernels take them as they are):
 
 ``NetArrays``       the network: flat weights ``W`` and the per-layer / per-neuron layout
                     (``engine.Layout``: sizes, offsets, thresholds, time constants, propagators).
@@ -26,14 +26,14 @@ A backend implements two methods (see :class:`Backend`):
 
 * ``forward(net, inp, ro, n_steps, dt, grazing_eps, want_trace, want_max) -> (Tape, ForwardOutputs)``
   must never drop a spike (size the tape from the spike count and rerun, or grow it);
-* ``backward(net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, record, tau=None)
-  -> (dW, hits, lamV, lamI, dtau)`` with dW flat like ``net.W``, hits the number of bounded
-  adjoint values, the adjoint traces of sample ``record`` (or None), and with ``tau`` (the
-  per-neuron propagator derivatives (dem, dkm, dks, des) over dt) dL/dtau_m, dL/dtau_s of every
-  hidden neuron (and output neuron, when ``tau[4]``) as an array (neurons, 2), else None; with
-  ``delays`` = n_in > 0, a sixth value: dL/d(delay) of every network input (n_in,), else None;
-  seventh, when ``net.has_dly`` (axonal delays of hidden neurons), dL/d(delay) per neuron, else
-  None. A backend that cannot compute them raises a one-line UserError.
+* ``backward(net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, record, want) -> BackwardResult``:
+  dW flat like ``net.W``, hits (bounded adjoint values), the adjoint traces of sample ``record``
+  (or None), and what the ``GradRequest`` asks for: with ``want.tau`` (a ``TauRequest``: the
+  per-neuron propagator derivatives over dt, and the output's readout-coefficient derivatives)
+  dL/dtau_m, dL/dtau_s of every hidden neuron (and output neuron, when ``want.tau.out``) as
+  (neurons, 2); with ``want.n_delay_inputs`` > 0, dL/d(delay) of every network input; when
+  ``net.has_dly`` (axonal delays of hidden neurons), dL/d(delay) per neuron. A backend that
+  cannot compute something raises a one-line UserError.
 
 Both must give the CPU backend's spikes and gradients to the precision of the dtype; the
 contract tests (tests/test_backend.py) run every backend on the same networks. ``cpu`` is the
@@ -48,7 +48,7 @@ from __future__ import annotations
 import numpy as np
 
 from .contract import (  # noqa: F401 (the contract, re-exported: eventprop.backend is where users look)
-    FORWARD_COUNTERS, Backend, DelayGrad, ForwardOutputs, InputSpikes, NetArrays, ReadoutGradArrays,
+    FORWARD_COUNTERS, Backend, BackwardResult, DelayGrad, GradRequest, TauRequest, ForwardOutputs, InputSpikes, NetArrays, ReadoutGradArrays,
     ReadoutWeights, TauGrad, Tape, allocate_forward, sized_tape_run)
 from .errors import UserError
 
@@ -78,7 +78,8 @@ class CPUBackend:
         return sized_tape_run(self, B, int(net.sizes[-1]), int(net.sizes.sum()), n_steps, dtype, want_trace, run,
                               bool(net.ada.any()), bool(net.has_dly))
 
-    def backward(self, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, record, tau=None, delays=0):
+    def backward(self, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, record, want=GradRequest()):
+        tau, delays = want.tau, int(want.n_delay_inputs)
         from . import _kernels
 
         B = inp.ptr.shape[0]
@@ -93,9 +94,9 @@ class CPUBackend:
             rec_I = np.zeros((n_steps + 1, NT), dtype=dt_)
         else:
             rec_V = rec_I = np.zeros((1, 1), dtype=dt_)
-        if tau is not None:  # (dem, dkm, dks, des, out, dco, dtco)
-            tg = TauGrad(True, *tau[:4], np.zeros((n_chunks, NT, 2), np.float64), bool(tau[4]),
-                         np.ascontiguousarray(tau[5], np.float64), np.ascontiguousarray(tau[6], np.float64))
+        if tau is not None:
+            tg = TauGrad(True, tau.dem, tau.dkm, tau.dks, tau.des, np.zeros((n_chunks, NT, 2), np.float64), bool(tau.out),
+                         np.ascontiguousarray(tau.dco, np.float64), np.ascontiguousarray(tau.dtco, np.float64))
         else:
             z = np.zeros(1, dt_)
             zc = np.zeros((2, 4, 1), np.float64)
@@ -107,7 +108,7 @@ class CPUBackend:
         dtau = tg.dtau.sum(axis=0) if tau is not None else None  # chunks in a fixed order
         dd = dg.dd.sum(axis=0) if delays else None
         ddh = dg.dh.sum(axis=0) if net.has_dly else None  # chunks in a fixed order
-        return (dW, int(hits.sum()), (rec_V if record is not None else None), (rec_I if record is not None else None),
+        return BackwardResult(dW, int(hits.sum()), (rec_V if record is not None else None), (rec_I if record is not None else None),
                 dtau, dd, ddh)
 
 

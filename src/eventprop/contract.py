@@ -102,6 +102,34 @@ class DelayGrad(NamedTuple):
     dh: np.ndarray  # float64 (n_chunks, neurons): dL/d(axonal delay) per neuron, with delays (else (n_chunks, 0))
 
 
+class TauRequest(NamedTuple):
+    """What a backend needs to compute dL/dtau_m, dL/dtau_s (engine.tau_step_derivatives and
+    engine.readout_coef_derivs)."""
+    dem: np.ndarray  # per neuron, over one step dt: d e^{-dt/tau_m} / d tau_m
+    dkm: np.ndarray  # d kappa(dt) / d tau_m
+    dks: np.ndarray  # d kappa(dt) / d tau_s
+    des: np.ndarray  # d e^{-dt/tau_s} / d tau_s
+    out: bool  # also the output neurons'
+    dco: np.ndarray  # (2, 4, C): d(rcoef)/d(tau_m, tau_s) of the output neurons (integral readout)
+    dtco: np.ndarray  # (2, 4, C): d(tcoef)/d(tau_m, tau_s) (trace readout)
+
+
+class GradRequest(NamedTuple):
+    """Which gradients a backward pass computes beyond dL/dW."""
+    tau: TauRequest | None = None  # the time constants'
+    n_delay_inputs: int = 0  # > 0: dL/d(delay) of each of this many network inputs
+
+
+class BackwardResult(NamedTuple):
+    dW: np.ndarray  # flat, like NetArrays.W
+    hits: int  # how often an adjoint value was bounded
+    lamV: np.ndarray | None  # (n_steps + 1, neurons) adjoint traces of the recorded sample, else None
+    lamI: np.ndarray | None
+    dtau: np.ndarray | None  # (neurons, 2) dL/dtau_m, dL/dtau_s with GradRequest.tau, else None
+    d_delay_in: np.ndarray | None  # (n_in,) with GradRequest.n_delay_inputs, else None
+    d_delay_hidden: np.ndarray | None  # (neurons,) dL/d(axonal delay) when NetArrays.has_dly, else None
+
+
 class Backend(Protocol):
     name: str
 
@@ -110,9 +138,7 @@ class Backend(Protocol):
 
     def backward(self, net: NetArrays, inp: InputSpikes, ro: ReadoutWeights, tape: Tape, fo: ForwardOutputs,
                  gr: ReadoutGradArrays, n_steps: int, inv_T: float, use_trace: bool,
-                 record: int | None, tau: tuple | None = None, delays: int = 0
-                 ) -> tuple[np.ndarray, int, np.ndarray | None, np.ndarray | None, np.ndarray | None,
-                            np.ndarray | None, np.ndarray | None]: ...
+                 record: int | None, want: GradRequest = GradRequest()) -> BackwardResult: ...
 
 
 # what the CPU forward pass counts per sample (ForwardOutputs.counters; engine.Forward.counters())

@@ -90,7 +90,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .backend import get_backend, set_backend
-from .contract import ForwardOutputs, InputSpikes, NetArrays, ReadoutGradArrays, ReadoutWeights, Tape
+from .contract import (ForwardOutputs, GradRequest, InputSpikes, NetArrays, ReadoutGradArrays, ReadoutWeights, Tape,
+                       TauRequest)
 from .errors import UserError
 from .events import SpikeBatch
 from .network import NetworkSpec, check_params, with_param_taus
@@ -503,12 +504,12 @@ def backward(fw: Forward, g: ReadoutGrads, record: int | None = None, taus: bool
     if taus:
         oo = int(lay.noff[-1])
         rate = fw.weight[2]
-        tau = tau_step_derivatives(lay, fw.spec.dt) + (
-            bool(out_taus), readout_coef_derivs(lay.tau_m[oo:], lay.tau_s[oo:], fw.spec.dt, rate),
-            readout_coef_derivs(lay.tau_m[oo:], lay.tau_s[oo:], fw.spec.dt, 0.0))
+        tau = TauRequest(*tau_step_derivatives(lay, fw.spec.dt), bool(out_taus),
+                         readout_coef_derivs(lay.tau_m[oo:], lay.tau_s[oo:], fw.spec.dt, rate),
+                         readout_coef_derivs(lay.tau_m[oo:], lay.tau_s[oo:], fw.spec.dt, 0.0))
+    want = GradRequest(tau, fw.spec.n_in if delays else 0)
     dW, hits, rec_V, rec_I, dtau, dd, ddh = be.backward(fw.net, fw.inputs, fw.readout_weights, fw.spikes, fw.outputs, gr,
-                                                   N, 1.0 / (N * fw.spec.dt), use_trace, record, tau,
-                                                   fw.spec.n_in if delays else 0)
+                                                   N, 1.0 / (N * fw.spec.dt), use_trace, record, want)
     fw.bound_hits = int(hits)
     grads = unflatten(lay, dW)
     if delays:
