@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from eventprop.backend import cuda_usable, get_backend, set_backend
+from eventprop.backend import cuda_usable, get_backend
 from eventprop.engine import ReadoutWeight, backward, forward
 from eventprop.errors import UserError
 from eventprop.neurons import MODELS
@@ -78,6 +78,21 @@ def test_backend_contract(backend, name):
         np.testing.assert_allclose(g[k] / scale, ref_g[k] / scale, rtol=0, atol=5e-4, err_msg=k)
 
 
+def test_the_spec_names_its_backend():
+    """No process-wide default: a NetworkSpec carries its backend, a Forward the object that ran it."""
+    import dataclasses
+
+    from eventprop.errors import ConfigError
+
+    spec, params, batch, rg, (wv, rate), _ = make_case("ffwd", 0, np.float32, **SIZES)
+    assert spec.backend == "cpu"
+    fw = forward(dataclasses.replace(spec, backend="auto"), params, batch, weight=ReadoutWeight(wv, rate))
+    assert fw.backend == ("cuda" if cuda_usable() else "cpu") and fw.backend_impl.name == fw.backend
+    assert set(backward(fw, rg)) == set(params)
+    with pytest.raises(ConfigError, match="model.backend: expected one of auto, cpu, cuda, got 'gpu'"):
+        dataclasses.replace(spec, backend="gpu")
+
+
 def test_unknown_backend_is_one_line():
     with pytest.raises(UserError, match="unknown backend 'gpu'; expected one of auto, cpu, cuda"):
         get_backend("gpu")
@@ -101,7 +116,6 @@ def test_cli_train_with_cuda_and_no_device_fails_in_one_line(tmp_path):
     r = CliRunner().invoke(main, ["train", "--set", "model.backend=cuda", "--set", "train.epochs=1", "--out", str(out)])
     assert r.exit_code != 0 and "eventprop[cuda]" in r.output and "Traceback" not in r.output
     assert not (out / "checkpoint.npz").exists()
-    set_backend("cpu")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -113,7 +113,6 @@ class CPUBackend:
 
 
 BACKENDS = ("auto", "cpu", "cuda")
-_default = ["cpu"]
 
 
 def cuda_usable() -> bool:
@@ -128,16 +127,7 @@ def cuda_usable() -> bool:
         return False
 
 
-def get_backend(name: str | None = None) -> Backend:
-    """The backend called ``name`` (``auto``, ``cpu`` or ``cuda``; None: the process default,
-    :func:`set_backend`). A clear one-line error when cuda is asked for and cannot run."""
-    name = _default[0] if name is None else str(name)
-    if name not in BACKENDS:
-        raise UserError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
-    if name == "auto":
-        name = "cuda" if cuda_usable() else "cpu"
-    if name == "cpu":
-        return _CPU
+def _load_cuda() -> Backend:
     if not cuda_usable():
         raise UserError("backend 'cuda': no usable CUDA device (needs an NVIDIA GPU and driver, and numba-cuda: "
                         "pip install 'eventprop[cuda]'); use model.backend=cpu or auto")
@@ -146,10 +136,19 @@ def get_backend(name: str | None = None) -> Backend:
     return CUDABackend()
 
 
-def set_backend(name: str) -> None:
-    """The backend that forward/backward use when none is named (``cpu`` at start)."""
-    get_backend(name)  # checks it
-    _default[0] = str(name)
+# the registry: each backend's loader, called on demand (a backend's module is imported only then)
+LOADERS = {"cpu": lambda: _CPU, "cuda": _load_cuda}
+
+
+def get_backend(name: str = "cpu") -> Backend:
+    """The backend called ``name`` (``auto``, ``cpu`` or ``cuda``; a NetworkSpec names its own,
+    ``spec.backend``). A clear one-line error when cuda is asked for and cannot run."""
+    name = str(name)
+    if name not in BACKENDS:
+        raise UserError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+    if name == "auto":
+        name = "cuda" if cuda_usable() else "cpu"
+    return LOADERS[name]()
 
 
 _CPU = CPUBackend()

@@ -89,7 +89,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import get_backend, set_backend
+from .backend import get_backend
 from .contract import (ForwardOutputs, GradRequest, InputSpikes, NetArrays, ReadoutGradArrays, ReadoutWeights, Tape,
                        TauRequest)
 from .errors import UserError
@@ -97,7 +97,7 @@ from .events import SpikeBatch
 from .network import NetworkSpec, check_params, with_param_taus
 
 __all__ = ["forward", "backward", "Forward", "ReadoutGrads", "ReadoutWeight", "Layout", "layout", "set_threads",
-           "set_backend", "Tape"]
+           "Tape"]
 
 
 @dataclass
@@ -291,7 +291,8 @@ class Forward:
     readout_weights: ReadoutWeights = field(repr=False, default=None)
     spikes: Tape = field(repr=False, default=None)
     outputs: ForwardOutputs = field(repr=False, default=None)
-    backend: str = "cpu"
+    backend: str = "cpu"  # the name of the backend that ran it
+    backend_impl: object = field(repr=False, default=None)  # the backend object itself (backward runs on it)
     delay_layers: tuple = ()  # hidden layers with axonal delays (params 'delay<l>')
 
     def counters(self) -> dict[str, int]:
@@ -372,7 +373,7 @@ def forward(
     max_kinks: the max readout also considers the output voltage just before every hidden-spike
             arrival (where a maximum sits when an inhibitory spike turns V down), besides the grid
             samples; needed for an exact max-loss gradient, costs a little time; off: grid only.
-    backend: ``cpu``, ``cuda`` or ``auto`` (default: the process default, :func:`set_backend`).
+    backend: ``cpu``, ``cuda`` or ``auto`` (default: the spec's, ``spec.backend``).
     """
     check_params(spec, params)
     _check_batch(spec, batch)
@@ -383,7 +384,7 @@ def forward(
         if got is None or got.shape != want.shape or np.any(got != want):
             raise UserError("the batch was not built with the network's input delays: "
                             "make_batch(..., input_delays=params['delay_in'])")
-    be = get_backend(backend)
+    be = get_backend(spec.backend if backend is None else backend)
     if dtype is None:
         dtype = np.float64 if all(params[k].dtype == np.float64 for k in spec.param_shapes()) else np.float32
     lay = layout(spec, dtype)
@@ -403,7 +404,7 @@ def forward(
         spec=spec, batch=batch, integral=integral, vmax=fo.vmax, tmax=fo.tmax.astype(np.float64) * spec.dt - fo.mx_delta,
         trace=fo.trace if trace else None, first_spike=fo.fs_time, spike_counts=spike_counts,
         grazing=int(fo.graze.sum()), weight=(w_a, w_b, rate), layout=lay, net=net, inputs=inp, readout_weights=ro,
-        spikes=tape, outputs=fo, backend=be.name,
+        spikes=tape, outputs=fo, backend=be.name, backend_impl=be,
         delay_layers=tuple(l for l in range(len(spec.hidden)) if f"delay{l}" in params),
     )
 
@@ -495,7 +496,7 @@ def backward(fw: Forward, g: ReadoutGrads, record: int | None = None, taus: bool
     gr = ReadoutGradArrays(arr(g.integral, (B, C)), arr(g.vmax, (B, C)),
                            arr(g.trace, (B, N + 1, C)) if use_trace else np.zeros((1, 1, 1), dtype=W.dtype),
                            arr(g.first_spike, (B, C)), reg)
-    be = get_backend(fw.backend)
+    be = fw.backend_impl if fw.backend_impl is not None else get_backend(fw.backend)  # (a Forward built by hand)
     if out_taus and not taus:
         raise UserError("backward: out_taus needs taus=True")
     if out_taus and g.vmax is not None and np.any(np.asarray(g.vmax) != 0):

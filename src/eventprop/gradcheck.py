@@ -131,7 +131,7 @@ def _delayed(samples, params):
 
 def engine_gradient(problem: Problem, dt: float):
     """(loss value, grads, forward) of the engine in float64 at time step dt."""
-    spec = NetworkSpec(problem.spec.n_in, problem.spec.hidden, problem.spec.output, dt=dt,
+    spec = NetworkSpec(problem.spec.n_in, problem.spec.hidden, problem.spec.output, dt=dt, backend=problem.spec.backend,
                        grazing_eps=problem.spec.grazing_eps)
     n_steps = int(round(problem.T / dt))
     batch = _batch(_delayed(problem.samples, problem.params), dt, n_steps)
@@ -280,7 +280,7 @@ def reduce_problem(spec: NetworkSpec, params: dict, samples: list, T: float, los
               for h, k in zip(spec.hidden, keep_h)]
     o = spec.output
     output = OutputSpec(o.size, kind=o.kind, tau_mem=o.tau_mem, tau_syn=o.tau_syn, threshold=o.threshold)
-    new = NetworkSpec(len(keep_in), hidden, output, dt=spec.dt, grazing_eps=spec.grazing_eps)
+    new = NetworkSpec(len(keep_in), hidden, output, dt=spec.dt, grazing_eps=spec.grazing_eps, backend=spec.backend)
     p = {}
     pre = [keep_in] + keep_h
     def rescale(w_full, rows, cols):

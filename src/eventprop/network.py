@@ -59,8 +59,13 @@ class NetworkSpec:
     output: OutputSpec
     dt: float = 1.0
     grazing_eps: float = 1e-2
+    backend: str = "cpu"  # what simulates it: cpu, cuda or auto (eventprop.backend)
 
     def __post_init__(self) -> None:
+        from .backend import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"model.backend: expected one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.n_in < 1:
             raise ConfigError(f"model: n_in must be >= 1, got {self.n_in}")
         if len(self.hidden) < 1:
@@ -175,7 +180,7 @@ def with_param_taus(spec: NetworkSpec, params: dict[str, np.ndarray]) -> Network
     if tm is not None or ts is not None:
         o = OutputSpec(o.size, o.kind, o.tau_mem if tm is None else np.asarray(tm, np.float64).copy(),
                        o.tau_syn if ts is None else np.asarray(ts, np.float64).copy(), o.threshold)
-    return NetworkSpec(spec.n_in, hidden, o, spec.dt, spec.grazing_eps)
+    return NetworkSpec(spec.n_in, hidden, o, spec.dt, spec.grazing_eps, spec.backend)
 
 
 def check_params(spec: NetworkSpec, params: dict[str, np.ndarray]) -> None:

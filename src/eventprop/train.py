@@ -36,7 +36,8 @@ import numpy as np
 from . import __version__
 from . import io as fio
 from .config import RunConfig, to_yaml
-from .engine import forward, set_backend, set_threads
+from .backend import get_backend
+from .engine import forward, set_threads
 from .errors import ConfigError, DataError, UserError
 from .events import EventDataset, make_batch
 from .losses import SpikeCountRegulariser, get_loss, value_and_grad
@@ -72,7 +73,7 @@ def build_spec(cfg: RunConfig, n_in: int, n_classes: int) -> NetworkSpec:
     hidden = [LayerSpec(h, *het_taus(m.tau_mem, m.tau_syn, h, cfg.train.seed, l) if m.het_tau else (m.tau_mem, m.tau_syn),
                         m.threshold, r, m.neuron, m.tau_adapt, m.adapt) for l, (h, r) in enumerate(zip(m.hidden, rec))]
     out = OutputSpec(n_classes, loss.output_kind, m.out_tau_mem, m.out_tau_syn, m.threshold)
-    return NetworkSpec(n_in=n_in, hidden=hidden, output=out, dt=m.dt_ms, grazing_eps=m.grazing_eps)
+    return NetworkSpec(n_in=n_in, hidden=hidden, output=out, dt=m.dt_ms, grazing_eps=m.grazing_eps, backend=m.backend)
 
 
 MIN_TAU_MEM, MIN_TAU_SYN = 3.0, 1.0  # ms, the floors of the authors' heterogeneous initialisation
@@ -285,7 +286,7 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
     out = Path(out_dir)
     if cfg.train.threads:
         set_threads(cfg.train.threads)
-    set_backend(cfg.model.backend)  # a one-line error now if cuda is asked for and unusable
+    get_backend(cfg.model.backend)  # a one-line error now if cuda is asked for and unusable
     if cfg.model.learn_out_tau and get_loss(cfg.loss.name).readout == "vmax":
         raise ConfigError("model.learn_out_tau: the output time constants cannot be learned with the max loss "
                           "(its maximum at a spike arrival depends on them explicitly); use another loss")
