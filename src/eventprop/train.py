@@ -66,9 +66,10 @@ def result_settings(cfg: RunConfig) -> dict:
     return d
 
 
-def build_spec(cfg: RunConfig, n_in: int, n_classes: int) -> NetworkSpec:
+def build_spec(cfg: RunConfig, n_in: int, n_classes: int, loss=None) -> NetworkSpec:
+    """The network of a run (``loss``: the run's loss object, when already built; it sets the output kind)."""
     m = cfg.model
-    loss = get_loss(cfg.loss.name)
+    loss = loss if loss is not None else get_loss(cfg.loss.name)
     rec = m.recurrent_list()
     hidden = [LayerSpec(h, *het_taus(m.tau_mem, m.tau_syn, h, cfg.train.seed, l) if m.het_tau else (m.tau_mem, m.tau_syn),
                         m.threshold, r, m.neuron, m.tau_adapt, m.adapt) for l, (h, r) in enumerate(zip(m.hidden, rec))]
@@ -287,7 +288,8 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
     if cfg.train.threads:
         set_threads(cfg.train.threads)
     get_backend(cfg.model.backend)  # a one-line error now if cuda is asked for and unusable
-    if cfg.model.learn_out_tau and get_loss(cfg.loss.name).readout == "vmax":
+    loss = build_loss(cfg)  # once per run
+    if cfg.model.learn_out_tau and loss.readout == "vmax":
         raise ConfigError("model.learn_out_tau: the output time constants cannot be learned with the max loss "
                           "(its maximum at a spike arrival depends on them explicitly); use another loss")
     ckpt_path = out / "checkpoint.npz"
@@ -308,8 +310,7 @@ def run(cfg: RunConfig, out_dir: str | Path, resume: bool = False, data=None, qu
         print(f"warning: {w}; check the gradient in this regime with `eventprop gradcheck CONFIG`", file=sys.stderr)
     train_ds, val_ds, test_ds = data["train"], data.get("val"), data.get("test")
     n_steps = n_steps_of(cfg)
-    spec = build_spec(cfg, train_ds.n_units * cfg.data.delay_copies, train_ds.n_classes)
-    loss = build_loss(cfg)
+    spec = build_spec(cfg, train_ds.n_units * cfg.data.delay_copies, train_ds.n_classes, loss)
     ic = cfg.model.init
     dtype = np.float64 if cfg.model.dtype == "float64" else np.float32
     params = init_params(spec, InitSpec(**ic.model_dump()), seed=cfg.train.seed, dtype=dtype)
@@ -600,6 +601,7 @@ def load_run(run) -> tuple:
         raise UserError(f"{str(run)!r} holds no checkpoint (best.npz or checkpoint.npz)")
     params = load_checkpoint(ck)
     data = load_data(cfg)
-    spec = build_spec(cfg, data["train"].n_units * cfg.data.delay_copies, data["train"].n_classes)
+    loss = build_loss(cfg)
+    spec = build_spec(cfg, data["train"].n_units * cfg.data.delay_copies, data["train"].n_classes, loss)
     check_params(spec, params)
-    return cfg, spec, params, data, build_loss(cfg), n_steps_of(cfg)
+    return cfg, spec, params, data, loss, n_steps_of(cfg)
