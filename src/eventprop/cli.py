@@ -382,6 +382,8 @@ def bench(threads, repeats, use_torch, spikes, hidden, trainer, json_out, data_p
     from . import io as fio
     from .bench import run_bench, run_data_bench
 
+    if (config or sets) and not data_path:
+        raise UserError("bench --config / --set: only with --data PATH (a run config on real data)")
     if use_torch:
         try:
             import snntorch  # noqa: F401
@@ -389,8 +391,6 @@ def bench(threads, repeats, use_torch, spikes, hidden, trainer, json_out, data_p
         except ImportError:
             raise UserError("the BPTT baselines need torch and snntorch: pip install 'eventprop[bench]', "
                             "or pass --no-torch") from None
-    if (config or sets) and not data_path:
-        raise UserError("bench --config / --set: only with --data PATH (a run config on real data)")
     if data_path:
         res = run_data_bench(data_path, config, threads=threads, repeats=repeats, snntorch_baseline=use_torch,
                              sets=sets, echo=click.echo)
