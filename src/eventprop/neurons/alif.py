@@ -115,31 +115,30 @@ def first_crossing(v, i, a, th, tm, ts, ta, span, cnt):
         uc = math.log(-k2 / k1) / dd
         if not 0.0 < uc < span:
             uc = -1.0
-    # the pieces in order: [0, uc] and [uc, span] (or [0, span]), each split at its slope zero
+    # the pieces in order: [0, uc] and [uc, span] (or [0, span]), each split at its slope zero;
+    # knots x > lo in turn: the first with g(x) >= 0 closes the bracket [lo, x]
     lo = 0.0  # left end of the current piece
     glo = g0
-    e0 = 0.0  # left end of the current segment
+    e0 = 0.0  # left end of the current segment, and g's slope there
+    se = d0
     for q in range(2):
         if q == 1 and uc <= 0.0:
             break
         hi = uc if (q == 0 and uc > 0.0) else span
-        slo = g_and_slope(e0, v, i, a, th, tm, ts, ta)[1]
-        shi = g_and_slope(hi, v, i, a, th, tm, ts, ta)[1]
-        if (slo > 0.0 and shi < 0.0) or (slo < 0.0 and shi > 0.0):
+        ghi, shi = g_and_slope(hi, v, i, a, th, tm, ts, ta)
+        z = -1.0
+        if (se > 0.0 and shi < 0.0) or (se < 0.0 and shi > 0.0):
             z = _slope_zero(e0, hi, v, i, a, th, tm, ts, ta)
-            if z > lo:
-                gz = g_and_slope(z, v, i, a, th, tm, ts, ta)[0]
-                if gz >= 0.0:
-                    return _root(lo, z, glo, gz, v, i, a, th, tm, ts, ta, cnt)
-                lo = z
-                glo = gz
-        if hi > lo:
-            ghi = g_and_slope(hi, v, i, a, th, tm, ts, ta)[0]
-            if ghi >= 0.0:
-                return _root(lo, hi, glo, ghi, v, i, a, th, tm, ts, ta, cnt)
-            lo = hi
-            glo = ghi
+        for k in range(2):
+            x = z if k == 0 else hi
+            if x > lo:
+                gx = g_and_slope(x, v, i, a, th, tm, ts, ta)[0] if k == 0 else ghi
+                if gx >= 0.0:
+                    return _root(lo, x, glo, gx, v, i, a, th, tm, ts, ta, cnt)
+                lo = x
+                glo = gx
         e0 = hi
+        se = shi
     cnt[2] += 1
     return -1.0
 
