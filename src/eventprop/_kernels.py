@@ -27,13 +27,13 @@ _FwdScratch = namedtuple("_FwdScratch", "V I qm thn Ve Ie cu cst bmin ea eb ek r
 LAMBDA_MAX = 1e15  # bound on |lambda_V|, |lambda_I| after a jump (see _backward_sample)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _add_row(dst, src):
     for j in range(dst.shape[0]):
         dst[j] += src[j]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _sub_row(dst, src):
     for j in range(dst.shape[0]):
         dst[j] -= src[j]
@@ -101,7 +101,7 @@ def _deliver(I, V, W, base, po, S, uniform, tau_m, tau_s, delta, ea, eb, ek, rt)
             V[n] += w * ek[n]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _pend_insert(j, tidx, ua, p_src, p_u, p_tidx, n_pend, p_next):
     """Insert an arrival at ua into the step's pending arrivals, in time order (then tape order)
     among those not yet processed (from p_next on). Returns the new count."""
@@ -118,6 +118,14 @@ def _pend_insert(j, tidx, ua, p_src, p_u, p_tidx, n_pend, p_next):
 
 
 @njit(cache=True, inline="always")
+def _ix(i):
+    """An array index as unsigned: numba then adds no negative-index wrap-around, so loops over
+    offset ranges (V[po + j]) vectorise like loops over slices, without the reference counting
+    that each slice of a hot loop costs."""
+    return np.uint64(i)
+
+
+@njit(cache=True)
 def _any(a):
     """whether some entry of a is nonzero (a loop: also compiles for the CUDA target)."""
     for x in a:
@@ -146,25 +154,8 @@ def _refresh(cu, bmin, lo, hi, NS):
     for k in range(lo >> 5, ((hi - 1) >> 5) + 1):
         m = np.inf
         for j in range(k << 5, min((k << 5) + 32, NS)):
-            m = min(m, cu[j])
+            m = min(m, cu[_ix(j)])
         bmin[k] = m
-
-
-@njit(cache=True, inline="always")
-def _next_candidate(cu, bmin, NS):
-    """(time, neuron) of the smallest cu, (inf, -1) if there is none (lowest index on a tie)."""
-    kb = -1
-    m = np.inf
-    for k in range(bmin.shape[0]):
-        if bmin[k] < m:
-            m = bmin[k]
-            kb = k
-    if kb < 0:
-        return np.inf, -1
-    for j in range(kb << 5, min((kb << 5) + 32, NS)):
-        if cu[j] == m:
-            return m, j
-    return np.inf, -1  # (not reached)
 
 
 @njit(cache=True, inline="always")
@@ -174,117 +165,18 @@ def _mc(ve, ie, th, q):
 
 
 @njit(cache=True)
-def _hit_row(V, I, A, W, base, po, S, uni, u, wscale, th, ada, dt, alpha, beta, cfw, tau_m, tau_s, tau_a, aa, rt,
-             ea, eb, cu, cst):
-    """A current jump at time u of the step into neurons po..po+S-1 of a spiking layer (weights
-    wscale * W[base:base+S]; wscale = 0 only re-tests): in coefficient form (V(u) = e^{-u/tau_m}
-    (P + Q g(u)), I = Q e^{-u/tau_s}, with P, Q held in V, I during the step) a jump w at u is
-    Q += w e^{u/tau_s}, P += w e^{u/tau_m} g(-u). Each target's new trajectory is re-tested in the
-    same pass over the row: the necessary test on its state at the step's end (lif.may_cross)
-    rules most out (cu = inf); the rest (cst = 2) then get a lower bound on their next crossing.
-    A neuron's V must first reach theta + min(A) (A = 0 for lif neurons). The loops run over
-    views of the row, so that they vectorise."""
-    Vr = V[po : po + S]
-    Ir = I[po : po + S]
-    Ar = A[po : po + S]
-    Wr = W[base : base + S]
-    cr = cu[po : po + S]
-    sr = cst[po : po + S]
-    if uni:
-        tm = float(tau_m[po])
-        rm = rt[0, po]
-        rs = rt[1, po]
-        xm = math.exp(-u * rm)
-        ys = math.exp(-u * rs)
-        gu = _lif.gfun(u, rm, rs)
-        fp = _lif.gfun(-u, rm, rs) / xm
-        fq = 1.0 / ys
-        al = float(alpha[po])
-        be = float(beta[po])
-        cf = float(cfw[po])
-        q = (dt - u) * rm
-        za = math.exp(-u / tau_a[po]) if ada else 1.0
-        zb = float(aa[po])
-        k = 0
-        for j in range(S):
-            w = wscale * Wr[j]
-            P = Vr[j] + w * fp
-            Q = Ir[j] + w * fq
-            Vr[j] = P
-            Ir[j] = Q
-            an = Ar[j]
-            f = _mc(al * P + cf * Q, be * Q, th + min(an * za, an * zb), q)
-            sr[j] = 2 * f
-            k += f
-            cr[j] = np.inf
-        if k == 0:
-            return
-        for j in range(S):
-            if sr[j] == 0:
-                continue
-            P = float(Vr[j])
-            Q = float(Ir[j])
-            an = float(Ar[j])
-            cr[j] = _bound(xm * (P + Q * gu), Q * ys, al * P + cf * Q, be * Q, th + min(an * za, an * zb), q, u,
-                           tm, dt)
-        return
-    _lif._vexp_neg(ea, po, S, u, rt[0])
-    _lif._vexp_neg(eb, po, S, u, rt[1])
-    for j in range(S):
-        n = po + j
-        em = ea[n]
-        es = eb[n]
-        z = u * rt[3, n]
-        k = rt[2, n]
-        rm = rt[0, n]
-        if abs(z) > 1e-3:
-            gu = k * (1.0 - es / em)
-            fp = k * (1.0 / em - 1.0 / es)
-        else:  # tau_m ~ tau_s: (u/tau_m) h(+-z) by its series
-            gu = u * rm * (1.0 - z * (0.5 - z * (1.0 / 6.0 - z * (1.0 / 24.0 - z / 120.0))))
-            fp = -u * rm * (1.0 + z * (0.5 + z * (1.0 / 6.0 + z * (1.0 / 24.0 + z / 120.0)))) / em
-        w = wscale * Wr[j]
-        P = Vr[j] + w * fp
-        Q = Ir[j] + w / es
-        Vr[j] = P
-        Ir[j] = Q
-        the = th
-        if ada:
-            an = float(Ar[j])
-            the = th + min(an * math.exp(-u / tau_a[n]), an * aa[n])
-        q = (dt - u) * rm
-        ve = alpha[n] * P + cfw[n] * Q
-        ie = beta[n] * Q
-        cr[j] = np.inf
-        if _mc(ve, ie, the, q):
-            cr[j] = _bound(em * (P + Q * gu), Q * es, ve, ie, the, q, u, float(tau_m[n]), dt)
-            sr[j] = 2
-
-
-@njit(cache=True)
-def _state_at(n, u, V, I, rt):
-    """(V, I) of neuron n at time u of the step from its coefficients (float64)."""
-    rm = rt[0, n]
-    rs = rt[1, n]
-    P = float(V[n])
-    Q = float(I[n])
-    return math.exp(-u * rm) * (P + Q * _lif.gfun(u, rm, rs)), Q * math.exp(-u * rs)
-
-
-@njit(cache=True)
-def _solve(n, lb, V, I, A, th, ada, dt, alpha, beta, cfw, tau_m, tau_s, tau_a, rt, cnt):
-    """The exact first crossing after lb (a lower bound: none before it) of neuron n in this step,
-    or -1 when it provably has none (eventprop.neurons: lif._first_crossing, alif.first_crossing)."""
-    v0, i0 = _state_at(n, lb, V, I, rt)
+def _solve(lb, P, Q, a0, th, ada, dt, al, be, cf, tm, ts, ta, rm, rs, cnt):
+    """The exact first crossing after lb (a lower bound: none before it) in this step of a neuron
+    with coefficients P, Q (and adaptation a0 at lb), or -1 when it provably has none
+    (eventprop.neurons: lif._first_crossing, alif.first_crossing). Scalars only (see the re-tests
+    in _forward_sample)."""
+    v0 = math.exp(-lb * rm) * (P + Q * _lif.gfun(lb, rm, rs))
+    i0 = Q * math.exp(-lb * rs)
     span = dt - lb
     if ada:
-        a0 = float(A[n]) * math.exp(-lb / tau_a[n])
-        uu = _alif.first_crossing(v0, i0, a0, th, tau_m[n], tau_s[n], tau_a[n], span, cnt)
+        uu = _alif.first_crossing(v0, i0, a0, th, tm, ts, ta, span, cnt)
     else:
-        P = float(V[n])
-        Q = float(I[n])
-        uu = _lif._first_crossing(v0, i0, alpha[n] * P + cfw[n] * Q, beta[n] * Q, th, float(tau_m[n]),
-                                  float(tau_s[n]), span, cnt)
+        uu = _lif._first_crossing(v0, i0, al * P + cf * Q, be * Q, th, float(tm), float(ts), span, cnt)
     return lb + uu if uu >= 0.0 else -1.0
 
 
@@ -304,8 +196,8 @@ def _schedule(j, tidx, n, tr, dt, n_steps, sch_g, sch_u, sch_src, sch_tidx, sch_
 
 
 # counters of the forward pass (ForwardOutputs.counters, per sample)
-C_SOLVES, C_ITERS, C_NOROOT, C_FAIL, C_RETESTS, C_SPIKES, C_ARRIVALS, C_MAXSTEP = range(8)
-N_COUNTERS = 8
+C_SOLVES, C_ITERS, C_NOROOT, C_FAIL, C_RETESTS, C_SPIKES, C_ARRIVALS, C_MAXSTEP, C_BOUNDS = range(9)
+N_COUNTERS = 9
 
 
 @njit(cache=True)
@@ -356,7 +248,8 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
         cu[j] = np.inf
     for q in range(cnt.shape[0]):
         cnt[q] = 0
-    for q in range(bmin.shape[0]):
+    n_blk = bmin.shape[0]
+    for q in range(n_blk):
         bmin[q] = np.inf
     for k in range(no):
         integral[k] = 0.0
@@ -376,10 +269,10 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
     for n in range(n_steps + 1):
         # ---- input spikes of bin n arrive at t_n
         if n < n_steps:
-            I0 = I[0:S0]
             for q in range(in_ptr[b, n], in_ptr[b, n + 1]):
                 base = ff_off[0] + in_units[q] * S0
-                _add_row(I0, W[base : base + S0])
+                for j in range(S0):
+                    I[j] += W[_ix(base + j)]
         # ---- sampled readouts of a leaky-integrator output at t_n (its state already holds the
         #      exact effect of every spike that reached it in the step before)
         if n >= 1 and spiking[L] == 0:
@@ -420,11 +313,6 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                 continue
             po = noff[l]
             S = sizes[l]
-            Vr = V[po : po + S]
-            Ir = I[po : po + S]
-            Ver = Ve[po : po + S]
-            Ier = Ie[po : po + S]
-            sr = cst[po : po + S]
             if uni[l] and not ada[l]:  # (the common case: scalars, five streams)
                 al = float(alpha[po])
                 be = float(beta[po])
@@ -433,34 +321,36 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                 th = float(thr[l])
                 k = 0
                 for j in range(S):
-                    ve = al * Vr[j] + cf * Ir[j]
-                    ie = be * Ir[j]
-                    Ver[j] = ve
-                    Ier[j] = ie
+                    nn = _ix(po + j)
+                    ve = al * V[nn] + cf * I[nn]
+                    ie = be * I[nn]
+                    Ve[nn] = ve
+                    Ie[nn] = ie
                     f = _mc(ve, ie, th, q)
-                    sr[j] = 2 * f
+                    cst[nn] = 2 * f
                     k += f
             else:
                 k = 0
                 for j in range(S):
-                    nn = po + j
-                    ve = alpha[nn] * Vr[j] + cfw[nn] * Ir[j]
-                    ie = beta[nn] * Ir[j]
-                    Ver[j] = ve
-                    Ier[j] = ie
+                    nn = _ix(po + j)
+                    ve = alpha[nn] * V[nn] + cfw[nn] * I[nn]
+                    ie = beta[nn] * I[nn]
+                    Ve[nn] = ve
+                    Ie[nn] = ie
                     an = A[nn]
                     f = _mc(ve, ie, thn[nn] + min(an, an * aa[nn]), qm[nn])
-                    sr[j] = 2 * f
+                    cst[nn] = 2 * f
                     k += f
             if k == 0:
                 continue
             n_cand += k
+            cnt[C_BOUNDS] += k
             for j in range(S):
-                if sr[j] == 0:
-                    continue
                 nn = po + j
+                if cst[nn] == 0:
+                    continue
                 an = float(A[nn])
-                cu[nn] = _bound(float(Vr[j]), float(Ir[j]), float(Ver[j]), float(Ier[j]), thn[nn] + min(an, an * aa[nn]),
+                cu[nn] = _bound(float(V[nn]), float(I[nn]), float(Ve[nn]), float(Ie[nn]), thn[nn] + min(an, an * aa[nn]),
                                qm[nn], 0.0, float(tau_m[nn]), dt)
             _refresh(cu, bmin, po, po + S, NS)
         n_pend = 0  # delayed arrivals inside this step, in time order (p_next: the first not yet processed)
@@ -486,10 +376,26 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
         n_step_spk = 0
         if n_cand > 0 or n_pend > 0:
             while True:
-                bu, best = _next_candidate(cu, bmin, NS)
+                # the smallest cu (lowest index on a tie): the block of the smallest block minimum
+                bu = np.inf
+                kbest = -1
+                for k in range(n_blk):
+                    if bmin[k] < bu:
+                        bu = bmin[k]
+                        kbest = k
+                best = -1
+                if kbest >= 0:
+                    for j in range(kbest << 5, min((kbest << 5) + 32, NS)):
+                        if cu[j] == bu:
+                            best = j
+                            break
                 src = -1
                 ua = 0.0
                 tidx_a = -1
+                do_self = False
+                j = -1
+                l = 0
+                u = 0.0
                 if p_next < n_pend and (best < 0 or p_u[p_next] <= bu):
                     src = p_src[p_next]
                     ua = p_u[p_next]
@@ -502,7 +408,9 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                     l = _layer_of(j, noff, n_layers)
                     th = thr[l]
                     if cst[j] == 2:  # a bound: solve exactly (from the bound on), then look again
-                        uu = _solve(j, bu, V, I, A, th, ada[l], dt, alpha, beta, cfw, tau_m, tau_s, tau_a, rt, cnt)
+                        an = float(A[j]) * math.exp(-bu / tau_a[j]) if ada[l] else 0.0
+                        uu = _solve(bu, float(V[j]), float(I[j]), an, th, ada[l], dt, alpha[j], beta[j], cfw[j],
+                                    tau_m[j], tau_s[j], tau_a[j], rt[0, j], rt[1, j], cnt)
                         if uu < 0.0:
                             cu[j] = np.inf
                         else:
@@ -541,12 +449,10 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                     V[j] = -float(I[j]) * _lif.gfun(u, rt[0, j], rt[1, j])
                     # from V = 0 it rises at most at max(I, 0)/tau_m: a second crossing in the step
                     # needs ic (dt - u)/tau_m >= theta (and is then searched for as any other)
-                    if ic * delta * rt[0, j] >= th:
-                        _hit_row(V, I, A, W, 0, j, 1, 0, u, 0.0, th, ada[l], dt, alpha, beta, cfw, tau_m, tau_s,
-                                 tau_a, aa, rt, ea, eb, cu, cst)
-                    else:
+                    do_self = ic * delta * rt[0, j] >= th
+                    if not do_self:
                         cu[j] = np.inf
-                    _refresh(cu, bmin, j, j + 1, NS)
+                        _refresh(cu, bmin, j, j + 1, NS)
                     if has_dly and l < L:  # its arrival t_c + d_j: later in this step (pending) or scheduled
                         tr = u + dly[j]
                         if tr <= dt:
@@ -558,32 +464,27 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                             sch_n = _schedule(j, ntape - 1, n, tr, dt, n_steps, sch_g, sch_u, sch_src, sch_tidx, sch_n)
                         else:
                             overflow = 1
-                        continue
-                    src = j
-                    ua = u
-                    tidx_a = ntape - 1
-                # ---- the arrival of src's spike (tape index tidx_a) at ua: its current jump on
-                #      every target at that time
-                cnt[C_ARRIVALS] += 1
-                if has_dly:
-                    if na < tape.a_step.shape[1]:
-                        tape.a_step[b, na] = n + 1
-                        tape.a_src[b, na] = tidx_a
-                        tape.a_delta[b, na] = dt - ua
-                    na += 1
-                ls = _layer_of(src, noff, n_layers)
-                i = src - noff[ls]
-                delta = dt - ua
-                if ls < L:
-                    S = sizes[ls + 1]
-                    base = ff_off[ls + 1] + i * S
-                    po = noff[ls + 1]
-                    if spiking[ls + 1] == 1:
-                        _hit_row(V, I, A, W, base, po, S, uni[ls + 1], ua, 1.0, thr[ls + 1], ada[ls + 1], dt, alpha,
-                                 beta, cfw, tau_m, tau_s, tau_a, aa, rt, ea, eb, cu, cst)
-                        _refresh(cu, bmin, po, po + S, NS)
-                        cnt[C_RETESTS] += S
-                    else:  # the leaky-integrator output, already at t_{n+1}
+                    else:
+                        src = j
+                        ua = u
+                        tidx_a = ntape - 1
+                # ---- the arrival of src's spike (tape index tidx_a) at ua, if any: its current jump
+                #      on every target at that time
+                ls = 0
+                i = 0
+                if src >= 0:
+                    cnt[C_ARRIVALS] += 1
+                    if has_dly:
+                        if na < tape.a_step.shape[1]:
+                            tape.a_step[b, na] = n + 1
+                            tape.a_src[b, na] = tidx_a
+                            tape.a_delta[b, na] = dt - ua
+                        na += 1
+                    ls = _layer_of(src, noff, n_layers)
+                    i = src - noff[ls]
+                    if ls == L - 1 and spiking[L] == 0:  # the leaky-integrator output, already at t_{n+1}
+                        delta = dt - ua
+                        base = ff_off[L] + i * no
                         if want_max:  # its voltage just before the arrival: a candidate maximum (a kink)
                             for k in range(no):
                                 if k == 0 or uni[L] == 0:
@@ -599,19 +500,172 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                                     mx_ref[k] = tidx_a
                                     mx_delta[k] = delta
                                     mx_slope[k] = I[oo + k] * xb - vc  # tau_m dV/dt(t_c^-)
-                        _deliver(I, V, W, base, po, S, uni[L], tau_m, tau_s, delta, ea, eb, ek, rt)
-                        if delta > 0.0:
+                        if uni[L] and delta > 0.0:  # its state at t_{n+1} as had the jump been at ua
+                            bI = math.exp(-delta / tau_s[oo])
+                            bV = _kap_e(delta, tau_m[oo], tau_s[oo], math.exp(-delta / tau_m[oo]), bI)
+                            area = _kap_area(delta, tau_m[oo], tau_s[oo])
                             for k in range(no):
-                                if k == 0 or uni[L] == 0:
-                                    area = _kap_area(delta, tau_m[oo + k], tau_s[oo + k])
-                                integral[k] += W[base + k] * w_end * area
-                if rec_off[ls] >= 0:
-                    S = sizes[ls]
-                    base = rec_off[ls] + i * S
-                    _hit_row(V, I, A, W, base, noff[ls], S, uni[ls], ua, 1.0, thr[ls], ada[ls], dt, alpha, beta, cfw,
-                             tau_m, tau_s, tau_a, aa, rt, ea, eb, cu, cst)
-                    _refresh(cu, bmin, noff[ls], noff[ls] + S, NS)
+                                w = W[_ix(base + k)]
+                                I[_ix(oo + k)] += w * bI
+                                V[_ix(oo + k)] += w * bV
+                                integral[k] += w * w_end * area
+                        else:
+                            _deliver(I, V, W, base, oo, no, uni[L], tau_m, tau_s, delta, ea, eb, ek, rt)
+                            if delta > 0.0:
+                                for k in range(no):
+                                    if k == 0 or uni[L] == 0:
+                                        area = _kap_area(delta, tau_m[oo + k], tau_s[oo + k])
+                                    integral[k] += W[base + k] * w_end * area
+                # ---- the re-tests: j's own trajectory after its reset (job 0), and the targets of the
+                #      arrival in the next layer (1) and through recurrent weights (2). A current jump
+                #      w at time uh of the step into neurons po..po+S-1 of a spiking layer (weights
+                #      wsc * W[base:base+S]; wsc = 0 only re-tests), in coefficient form (V(u) =
+                #      e^{-u/tau_m} (P + Q g(u)), I = Q e^{-u/tau_s}, P, Q held in V, I during the
+                #      step), is Q += w e^{uh/tau_s}, P += w e^{uh/tau_m} g(-uh). Each target's new
+                #      trajectory is re-tested in the same pass over the row: the necessary test on
+                #      its state at the step's end (lif.may_cross) rules most out (cu = inf); the
+                #      rest (cst = 2) get a lower bound on their next crossing (_bound), and the row's
+                #      block minima are rebuilt from them. An alif neuron's V must first reach theta
+                #      + min(A). (Written out here once rather than called: a numba function with
+                #      array arguments costs an atomic reference count per array and call.)
+                for job in range(3):
+                    if job == 0:
+                        if not do_self:
+                            continue
+                        base = 0
+                        po = j
+                        S = 1
+                        lt = l
+                        wsc = 0.0
+                        uh = u
+                        un = 0
+                    elif job == 1:
+                        if src < 0 or ls >= L or spiking[ls + 1] == 0:
+                            continue
+                        lt = ls + 1
+                        S = sizes[lt]
+                        base = ff_off[lt] + i * S
+                        po = noff[lt]
+                        wsc = 1.0
+                        uh = ua
+                        un = uni[lt]
+                    else:
+                        if src < 0 or rec_off[ls] < 0:
+                            continue
+                        lt = ls
+                        S = sizes[lt]
+                        base = rec_off[lt] + i * S
+                        po = noff[lt]
+                        wsc = 1.0
+                        uh = ua
+                        un = uni[lt]
                     cnt[C_RETESTS] += S
+                    th = thr[lt]
+                    adl = ada[lt]
+                    # the row's blocks start from their neurons outside the row (its own added below)
+                    k0 = po >> 5
+                    k1 = (po + S - 1) >> 5
+                    for kq in range(k0, k1 + 1):
+                        bmin[kq] = np.inf
+                    m = np.inf
+                    for jj in range(k0 << 5, po):
+                        m = min(m, cu[_ix(jj)])
+                    bmin[k0] = m
+                    m = bmin[k1]
+                    for jj in range(po + S, min((k1 << 5) + 32, NS)):
+                        m = min(m, cu[_ix(jj)])
+                    bmin[k1] = m
+                    nb = 0
+                    if un:
+                        tm = float(tau_m[po])
+                        rm = rt[0, po]
+                        rs = rt[1, po]
+                        xm = math.exp(-uh * rm)
+                        ys = math.exp(-uh * rs)
+                        gu = _lif.gfun(uh, rm, rs)
+                        fp = _lif.gfun(-uh, rm, rs) / xm
+                        fq = 1.0 / ys
+                        al = float(alpha[po])
+                        be = float(beta[po])
+                        cf = float(cfw[po])
+                        qh = (dt - uh) * rm
+                        za = math.exp(-uh / tau_a[po]) if adl else 1.0
+                        zb = float(aa[po])
+                        if adl:
+                            for jj in range(S):
+                                nn = _ix(po + jj)
+                                w = wsc * W[_ix(base + jj)]
+                                P = V[nn] + w * fp
+                                Q = I[nn] + w * fq
+                                V[nn] = P
+                                I[nn] = Q
+                                an = A[nn]
+                                f = _mc(al * P + cf * Q, be * Q, th + min(an * za, an * zb), qh)
+                                cst[nn] = 2 * f
+                                nb += f
+                                cu[nn] = np.inf
+                        else:
+                            for jj in range(S):
+                                nn = _ix(po + jj)
+                                w = wsc * W[_ix(base + jj)]
+                                P = V[nn] + w * fp
+                                Q = I[nn] + w * fq
+                                V[nn] = P
+                                I[nn] = Q
+                                f = _mc(al * P + cf * Q, be * Q, th, qh)
+                                cst[nn] = 2 * f
+                                nb += f
+                                cu[nn] = np.inf
+                        if nb > 0:
+                            for jj in range(S):
+                                nn = _ix(po + jj)
+                                if cst[nn] == 0:
+                                    continue
+                                P = float(V[nn])
+                                Q = float(I[nn])
+                                an = float(A[nn])
+                                c = _bound(xm * (P + Q * gu), Q * ys, al * P + cf * Q, be * Q,
+                                           th + min(an * za, an * zb), qh, uh, tm, dt)
+                                cu[nn] = c
+                                kq = (po + jj) >> 5
+                                bmin[kq] = min(bmin[kq], c)
+                    else:  # per-neuron time constants
+                        _lif._vexp_neg(ea, po, S, uh, rt[0])
+                        _lif._vexp_neg(eb, po, S, uh, rt[1])
+                        for jj in range(S):
+                            nn = po + jj
+                            em = ea[nn]
+                            es = eb[nn]
+                            z = uh * rt[3, nn]
+                            kk = rt[2, nn]
+                            rm = rt[0, nn]
+                            if abs(z) > 1e-3:
+                                gu = kk * (1.0 - es / em)
+                                fp = kk * (1.0 / em - 1.0 / es)
+                            else:  # tau_m ~ tau_s: (u/tau_m) h(+-z) by its series
+                                gu = uh * rm * (1.0 - z * (0.5 - z * (1.0 / 6.0 - z * (1.0 / 24.0 - z / 120.0))))
+                                fp = -uh * rm * (1.0 + z * (0.5 + z * (1.0 / 6.0 + z * (1.0 / 24.0 + z / 120.0)))) / em
+                            w = wsc * W[base + jj]
+                            P = V[nn] + w * fp
+                            Q = I[nn] + w / es
+                            V[nn] = P
+                            I[nn] = Q
+                            the = th
+                            if adl:
+                                an = float(A[nn])
+                                the = th + min(an * math.exp(-uh / tau_a[nn]), an * aa[nn])
+                            qh = (dt - uh) * rm
+                            ve = alpha[nn] * P + cfw[nn] * Q
+                            ie = beta[nn] * Q
+                            cu[nn] = np.inf
+                            cst[nn] = 0
+                            if _mc(ve, ie, the, qh):
+                                c = _bound(em * (P + Q * gu), Q * es, ve, ie, the, qh, uh, float(tau_m[nn]), dt)
+                                cu[nn] = c
+                                cst[nn] = 2
+                                bmin[nn >> 5] = min(bmin[nn >> 5], c)
+                                nb += 1
+                    cnt[C_BOUNDS] += nb
             for j in range(NS):
                 cu[j] = np.inf
             for k in range(bmin.shape[0]):
@@ -748,7 +802,7 @@ def _spike_targets(W, base, po, S, uniform, tau_m, tau_s, delta, lamV, lamI, dW,
     return fb
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _apply_jump(lamV, lamI, nid, jv, ji):
     """Add a jump; hard bound: chains of near-grazing spikes can compound the jump factor
     (1 + theta/d), the bound keeps every gradient finite in float32. Returns 1 if it bound."""

@@ -143,7 +143,7 @@ class Backend(Protocol):
 
 # what the CPU forward pass counts per sample (ForwardOutputs.counters; engine.Forward.counters())
 FORWARD_COUNTERS = ("solves", "solver_iterations", "no_root", "solver_failures", "retests", "spikes", "arrivals",
-                    "max_spikes_in_a_step")
+                    "max_spikes_in_a_step", "bounds")
 
 
 def allocate_forward(B: int, C: int, NT: int, n_steps: int, cap: int, dtype, want_trace: bool, aux: bool = False,

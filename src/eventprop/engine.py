@@ -298,7 +298,8 @@ class Forward:
     def counters(self) -> dict[str, int]:
         """What the forward pass did, summed over the batch (names: backend.FORWARD_COUNTERS;
         max_spikes_in_a_step is the maximum): crossing solves, solver iterations, bounds proven
-        root-free, solver failures, neurons re-tested after an arrival, spikes, arrivals."""
+        root-free, solver failures, neurons re-tested after an arrival, spikes, arrivals, and the
+        re-tested neurons that passed the necessary test and got a lower bound (bounds)."""
         from .contract import FORWARD_COUNTERS
 
         c = self.outputs.counters

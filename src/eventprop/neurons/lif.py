@@ -97,7 +97,7 @@ def _rates(tau_m, tau_s):
     return rt
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _vexp_neg(out, lo, n, s, rate):
     m = 0.0
     for j in range(n):
