@@ -764,6 +764,23 @@ def _forward_chunk(c, n_chunks, net, inp, ro, tape, out, n_steps, dt, grazing_ep
         out.graze[b] = gz
 
 
+@njit(cache=True, fastmath={"reassoc", "contract", "nsz"})
+def _row_adjoint(W, lamV, lamI, dW, base, po, S, g1, g2, cv, ci):
+    """One pass over a spike's weight row (uniform layer): dW -= g1 lambda_I + g2 lambda_V and the
+    feedback cv sum_j w_j lambda_V,j - ci sum_j w_j lambda_I,j (both dot products and the weight
+    gradient in one pass; reassociated so that it vectorises)."""
+    sv = lamV[0] - lamV[0]
+    si = sv
+    for j in range(S):
+        w = W[_ix(base + j)]
+        lv = lamV[_ix(po + j)]
+        li = lamI[_ix(po + j)]
+        sv += w * lv
+        si += w * li
+        dW[_ix(base + j)] -= g1 * li + g2 * lv
+    return cv * sv - ci * si
+
+
 @njit(cache=True)
 def _spike_targets(W, base, po, S, uniform, tau_m, tau_s, delta, lamV, lamI, dW, ea, eb, ek, rt):
     """One spike emitted at t_c = t_m - delta into neurons po..po+S-1, from their adjoints at t_m^+
@@ -782,13 +799,9 @@ def _spike_targets(W, base, po, S, uniform, tau_m, tau_s, delta, lamV, lamI, dW,
         a = math.exp(-delta / tm)
         bb = math.exp(-delta / ts)
         cb = _kap_e(delta, tm, ts, a, bb) * tm / ts
-        sv = _dot(W[base : base + S], lamV[po : po + S])
-        si = _dot(W[base : base + S], lamI[po : po + S])
         g1 = ts * bb
         g2 = ts * cb
-        for j in range(S):
-            dW[base + j] -= g1 * lamI[po + j] + g2 * lamV[po + j]
-        return (a - cb) * sv - bb * si
+        return _row_adjoint(W, lamV, lamI, dW, base, po, S, g1, g2, a - cb, bb)
     for j in range(S):  # ea, eb: the targets' decays over delta (_decay_rows, by the caller)
         n = po + j
         ts = tau_s[n]
