@@ -591,31 +591,21 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                         qh = (dt - uh) * rm
                         za = math.exp(-uh / tau_a[po]) if adl else 1.0
                         zb = float(aa[po])
-                        if adl:
-                            for jj in range(S):
-                                nn = _ix(po + jj)
-                                w = wsc * W[_ix(base + jj)]
-                                P = V[nn] + w * fp
-                                Q = I[nn] + w * fq
-                                V[nn] = P
-                                I[nn] = Q
+                        for jj in range(S):  # (the branch on adl is loop-invariant: hoisted)
+                            nn = _ix(po + jj)
+                            w = wsc * W[_ix(base + jj)]
+                            P = V[nn] + w * fp
+                            Q = I[nn] + w * fq
+                            V[nn] = P
+                            I[nn] = Q
+                            thj = th
+                            if adl:
                                 an = A[nn]
-                                f = _mc(al * P + cf * Q, be * Q, th + min(an * za, an * zb), qh)
-                                cst[nn] = 2 * f
-                                nb += f
-                                cu[nn] = np.inf
-                        else:
-                            for jj in range(S):
-                                nn = _ix(po + jj)
-                                w = wsc * W[_ix(base + jj)]
-                                P = V[nn] + w * fp
-                                Q = I[nn] + w * fq
-                                V[nn] = P
-                                I[nn] = Q
-                                f = _mc(al * P + cf * Q, be * Q, th, qh)
-                                cst[nn] = 2 * f
-                                nb += f
-                                cu[nn] = np.inf
+                                thj = th + min(an * za, an * zb)
+                            f = _mc(al * P + cf * Q, be * Q, thj, qh)
+                            cst[nn] = 2 * f
+                            nb += f
+                            cu[nn] = np.inf
                         if nb > 0:
                             for jj in range(S):
                                 nn = _ix(po + jj)
