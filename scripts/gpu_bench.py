@@ -56,14 +56,14 @@ def parse_args(argv=None):
 
 def device_info() -> dict:
     """Fails fast (SystemExit with one line) when no device is usable."""
-    from eventprop.backend import cuda_usable
+    from eventprop.engine.registry import cuda_usable
 
     if not cuda_usable():
         raise SystemExit("gpu_bench: no usable CUDA device (needs an NVIDIA GPU, its driver and numba-cuda: "
                          "pip install 'eventprop[cuda]')")
     from numba import cuda
 
-    from eventprop._cuda import simulator
+    from eventprop.engine.cuda import simulator
 
     if simulator():
         return {"name": "numba CUDA simulator", "simulator": True}

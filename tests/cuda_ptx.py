@@ -24,7 +24,7 @@ def collect(path):
     import numpy as np
     from numba import typeof
 
-    import eventprop._cuda as C
+    import eventprop.engine.cuda as C
     from eventprop.engine import ReadoutWeight, backward, forward
     from test_engine_reference import CASES, make_case
 
@@ -56,7 +56,7 @@ def compile_all(path):
     dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(8, 0))
     from numba import cuda
 
-    import eventprop._cuda as C
+    import eventprop.engine.cuda as C
 
     with open(path, "rb") as f:
         sigs = pickle.load(f)

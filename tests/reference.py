@@ -1,7 +1,7 @@
 """A slow, obviously correct NumPy version of the engine's discrete algorithm (float64).
 
 Written independently of the numba kernels, in matrix form, straight from the equations in
-eventprop/engine.py's docstring. Used only by the tests.
+the docstring of eventprop.engine (src/eventprop/engine/__init__.py). Used only by the tests.
 """
 
 import numpy as np

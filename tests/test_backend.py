@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from eventprop.backend import cuda_usable, get_backend
+from eventprop.engine.registry import cuda_usable, get_backend
 from eventprop.engine import ReadoutWeight, backward, forward
 from eventprop.errors import UserError
 from eventprop.neurons import MODELS
@@ -93,6 +93,25 @@ def test_the_spec_names_its_backend():
         dataclasses.replace(spec, backend="gpu")
 
 
+def test_backend_objects_hold_their_own_state():
+    """No module-level state: each get_backend call makes a new object; the engine keeps one per
+    spec (so its grown tape capacity carries over between batches) and the names a spec may give
+    are the registry's."""
+    from eventprop.engine import backend_for
+    from eventprop.engine.registry import LOADERS
+    from eventprop.network import BACKENDS as NAMES
+
+    assert set(NAMES) == set(LOADERS) | {"auto"}
+    assert get_backend("cpu") is not get_backend("cpu")
+    spec, params, batch, rg, (wv, rate), _ = make_case("ffwd", 0, np.float32, **SIZES)
+    be = backend_for(spec)
+    assert backend_for(spec) is be and backend_for(spec, "cpu") is be
+    fw = forward(spec, params, batch)
+    assert fw.backend_impl is be
+    other = make_case("ffwd", 0, np.float32, **SIZES)[0]
+    assert backend_for(other) is not be
+
+
 def test_unknown_backend_is_one_line():
     with pytest.raises(UserError, match="unknown backend 'gpu'; expected one of auto, cpu, cuda"):
         get_backend("gpu")
@@ -165,19 +184,14 @@ def test_backend_contract_delays_and_time_constants(backend, name):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_backend_grows_the_tape_and_records(backend):
     """A tape too small for the batch is rerun at the exact size (no spike dropped); ``record``."""
-    from eventprop import backend as be_mod
-
-    be = be_mod.get_backend(backend)
-    old = type(be)._cap[0]
-    type(be)._cap[0] = 1
-    try:
-        fw, g = run(backend, "recurrent", 0, np.float32)
-    finally:
-        type(be)._cap[0] = max(old, type(be)._cap[0])
+    spec, params, batch, rg, (wv, rate), _ = make_case("recurrent", 0, np.float32, **SIZES)
+    be = get_backend(backend)
+    be.cap = 1  # a backend object of one's own, starting with room for one spike per sample
+    fw = forward(spec, params, batch, weight=ReadoutWeight(wv, rate), trace=True, backend=be)
+    assert fw.backend_impl is be and be.cap == fw.n_spikes.max()
     ref_fw, ref_g = run("cpu", "recurrent", 0, np.float32)
     np.testing.assert_array_equal(fw.n_spikes, ref_fw.n_spikes)
     assert fw.spikes.step.shape[1] >= fw.n_spikes.max() > 1
-    spec, params, batch, rg, (wv, rate), _ = make_case("recurrent", 0, np.float32, **SIZES)
     _, lamV, lamI = backward(fw, rg, record=1)
     _, rV, rI = backward(ref_fw, rg, record=1)
     scale = float(np.abs(rV).max())

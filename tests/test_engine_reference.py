@@ -202,19 +202,20 @@ def test_grazing_spikes_never_give_non_finite_gradients():
 
 def test_tape_is_sized_exactly_after_one_overflow(monkeypatch):
     """A sample with far more spikes than the tape holds costs one rerun, not a regrowth loop."""
-    from eventprop import _kernels
-    from eventprop.backend import CPUBackend
+    from eventprop.engine import _kernels
+    from eventprop.engine.cpu import CPUBackend
 
     calls = []
     real = _kernels.forward_batch
     monkeypatch.setattr(_kernels, "forward_batch", lambda *a: calls.append(1) or real(*a))
-    monkeypatch.setattr(CPUBackend, "_cap", [16])
     spec = NetworkSpec(n_in=4, hidden=[LayerSpec(30)], output=OutputSpec(2), dt=1.0)
     params = init_params(spec, InitSpec(input_mean=3.0, input_sd=0.1), seed=0, dtype=np.float64)
     N = 400
     batch = batch_from_arrays([(np.repeat(np.arange(N), 4), np.tile(np.arange(4), N))], [0], N, 1.0)
-    fw = forward(spec, params, batch)
-    assert fw.n_spikes[0] > 50 * 16 and len(calls) == 2
+    be = CPUBackend()
+    be.cap = 16
+    fw = forward(spec, params, batch, backend=be)
+    assert fw.n_spikes[0] > 50 * 16 and len(calls) == 2 and be.cap == fw.n_spikes[0]
 
 
 def test_layout_notices_an_in_place_change_of_a_large_tau_array():

@@ -68,3 +68,32 @@ def test_no_import_circle():
 
 def test_the_checker_finds_a_circle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+# The package's layers, bottom up: a module imports only modules of lower layers (also inside
+# functions), so nothing reaches up. A new module gets its place here.
+LAYERS = [
+    ["errors", "optim", "exact", "_binning", "neurons", "neurons.lif", "engine.contract"],
+    ["neurons.alif", "events", "io"],
+    ["network", "data._common", "data.yinyang", "engine._kernels"],
+    ["data.augment", "data.mnist", "data.shd", "data.spikefile", "engine.cpu", "engine.cuda"],
+    ["data", "engine.registry"],
+    ["engine"],
+    ["losses", "torch"],
+    ["config"],
+    ["train"],
+    ["gradcheck", "sweep", "nir_io", "bench"],
+    ["xval", "plots"],
+    ["analyse"],
+    ["cli"],
+]
+
+
+def test_no_upward_import():
+    rank = {f"eventprop.{m}": i for i, layer in enumerate(LAYERS) for m in layer}
+    rank["eventprop"] = 0
+    graph = _graph()
+    missing = sorted(set(graph) - set(rank))
+    assert not missing, f"modules without a layer in LAYERS: {missing}"
+    up = [f"{m} (layer {rank[m]}) -> {t} (layer {rank[t]})" for m in graph for t in graph[m] if rank[t] >= rank[m]]
+    assert not up, "imports that do not go down: " + "; ".join(sorted(up))

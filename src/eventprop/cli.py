@@ -118,7 +118,7 @@ def eval_(checkpoint, config, sets, data_path, split):
         if not Path(config).is_file():
             raise UserError(f"no config.yaml beside {str(ck)!r}; pass --config")
     cfg = _resolve(config, sets, data_path)
-    from .backend import get_backend
+    from .engine import get_backend
 
     get_backend(cfg.model.backend)  # a one-line error now if it cannot run here
     params = load_checkpoint(ck)

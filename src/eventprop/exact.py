@@ -1,7 +1,7 @@
 """An exact continuous-time, event-driven simulator of the engine's networks (float64; slow, for checks).
 
 Written independently of the engine (no dt grid anywhere): it is the dt -> 0 limit of the
-discrete algorithm in eventprop/engine.py, and finite differences of its loss are the exact
+discrete algorithm in eventprop.engine, and finite differences of its loss are the exact
 gradient that EventProp is supposed to compute.
 
 Model (per neuron, between events)::

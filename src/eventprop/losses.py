@@ -6,7 +6,7 @@ losses. The engine never sees the loss; it is driven by dL/dreadout (extended Ev
 paper Appendix A). All losses are means over the batch, so the gradient of a batch is the exact
 gradient of the batch-mean loss.
 
-Readouts (see engine.py): with T = N dt the fixed trial length (shorter samples are padded with
+Readouts (see eventprop.engine): with T = N dt the fixed trial length (shorter samples are padded with
 silence, longer ones cropped) and t_n = n dt,
 
 * ``integral``:    R_k = (1/T) int_0^T w(t) V_k(t) dt, a time average, integrated exactly over every

@@ -52,6 +52,9 @@ class OutputSpec:
     threshold: float = 1.0
 
 
+BACKENDS = ("auto", "cpu", "cuda")  # what may simulate a network (eventprop.engine.registry loads them)
+
+
 @dataclass
 class NetworkSpec:
     n_in: int
@@ -59,11 +62,9 @@ class NetworkSpec:
     output: OutputSpec
     dt: float = 1.0
     grazing_eps: float = 1e-2
-    backend: str = "cpu"  # what simulates it: cpu, cuda or auto (eventprop.backend)
+    backend: str = "cpu"  # what simulates it: cpu, cuda or auto (eventprop.engine.registry)
 
     def __post_init__(self) -> None:
-        from .backend import BACKENDS
-
         if self.backend not in BACKENDS:
             raise ConfigError(f"model.backend: expected one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.n_in < 1:

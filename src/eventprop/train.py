@@ -36,7 +36,7 @@ import numpy as np
 from . import __version__
 from . import io as fio
 from .config import RunConfig, to_yaml
-from .backend import get_backend
+from .engine import get_backend
 from .engine import forward, set_threads
 from .errors import ConfigError, DataError, UserError
 from .events import EventDataset, make_batch

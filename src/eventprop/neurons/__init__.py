@@ -2,7 +2,7 @@
 
 A model is a hybrid system: linear dynamics between events, an event function (the threshold
 condition), a jump map at its own spikes, and the adjoint that follows from them. Each module
-holds the model's numba pieces that the CPU kernels (eventprop._kernels) call where a layer of
+holds the model's numba pieces that the CPU kernels (eventprop.engine._kernels) call where a layer of
 that model is simulated or differentiated:
 
 * ``lif``  - leaky integrate-and-fire with exponential synaptic current (every layer; the output

@@ -1,4 +1,4 @@
-"""The adaptive LIF neuron's pieces (used by the CPU kernels, eventprop._kernels).
+"""The adaptive LIF neuron's pieces (used by the CPU kernels, eventprop.engine._kernels).
 
 Model (docs/method.md, "Neuron models"): state (V, I, A), between events
 

@@ -1,4 +1,4 @@
-"""The LIF neuron's pieces (used by the CPU kernels, eventprop._kernels).
+"""The LIF neuron's pieces (used by the CPU kernels, eventprop.engine._kernels).
 
 Model: tau_m dV/dt = -V + I, tau_s dI/dt = -I between events; a spike when V reaches theta from
 below, then V -> 0 (I unchanged); every input or spike arrival makes I jump by its weight.

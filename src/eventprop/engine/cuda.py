@@ -1,6 +1,6 @@
 """CUDA backend (numba-cuda; the ``cuda`` extra): the CPU kernels' own source compiled for the GPU.
 
-Same contract as :class:`eventprop.backend.CPUBackend`: host NumPy bundles in, host NumPy arrays
+Same contract as :class:`eventprop.engine.cpu.CPUBackend`: host NumPy bundles in, host NumPy arrays
 out (copied to the device inside each call). There is no second copy of the maths here: the
 per-sample forward and backward passes of ``_kernels.py`` (``_forward_sample``,
 ``_backward_sample``) and everything they call (the neuron models' propagators, crossing
@@ -134,7 +134,9 @@ class CUDABackend:
     """One sample per thread on an NVIDIA GPU, running the CPU kernels' source (module docstring)."""
 
     name = "cuda"
-    _cap = [64]
+
+    def __init__(self) -> None:
+        self.cap = 64  # tape capacity per sample (grows as on the CPU)
 
     def forward(self, net, inp, ro, n_steps, dt, grazing_eps, want_trace, want_max):
         B = inp.ptr.shape[0]
@@ -142,7 +144,7 @@ class CUDABackend:
         dtype = net.W.dtype.type
         aux, arr = bool(net.ada.any()), bool(net.has_dly)
         if B == 0:
-            return allocate_forward(B, int(net.sizes[-1]), NT, n_steps, self._cap[0], dtype, want_trace, aux, arr)
+            return allocate_forward(B, int(net.sizes[-1]), NT, n_steps, self.cap, dtype, want_trace, aux, arr)
         if len(inp.units) == 0:
             inp = type(inp)(inp.ptr, np.zeros(1, np.int32))
         dnet, dinp, dro = _dev(net), _dev(inp), _dev(ro)

@@ -1,4 +1,4 @@
-"""Numba kernels of the EventProp engine (private; see engine.py for the contract and maths).
+"""Numba kernels of the EventProp engine (private; the maths: eventprop.engine, the contract: engine.contract).
 
 Everything is flat: neurons of all layers (hidden layers, then output) live in one state vector
 with per-layer offsets ``noff``; all weight matrices live in one flat buffer ``W`` with per-layer
@@ -17,9 +17,9 @@ import numpy as np
 
 from numba import njit, prange
 
-from .neurons.lif import _decay_rows, _dprop, _dprop_r, _kap, _kap_area, _kap_e, _rates  # noqa: F401
-from .neurons import alif as _alif
-from .neurons import lif as _lif
+from ..neurons.lif import _decay_rows, _dprop, _dprop_r, _kap, _kap_area, _kap_e, _rates  # noqa: F401
+from ..neurons import alif as _alif
+from ..neurons import lif as _lif
 
 # per-chunk work arrays of the forward pass
 _FwdScratch = namedtuple("_FwdScratch", "V I qm thn Ve Ie cu cst bmin ea eb ek rt A p_src p_u p_tidx sch_g sch_u sch_src sch_tidx")
@@ -204,12 +204,12 @@ N_COUNTERS = 9
 def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_trace, want_max, scr):
     """Forward pass of sample b. Returns (number of spikes, grazing count, overflow).
 
-    One source for both targets: the CPU chunks below call it, and eventprop._cuda compiles the
+    One source for both targets: the CPU chunks below call it, and eventprop.engine.cuda compiles the
     same function for the GPU (one sample per thread), so it allocates nothing: ``scr`` holds the
     sample's scratch. ``overflow`` is 1 when the delayed-arrival buffers in ``scr`` were too small
     (the result is then wrong and the caller reruns the sample with larger ones).
 
-    Inside each step, events are taken in time order (engine.py's docstring, forward step 5);
+    Inside each step, events are taken in time order (eventprop.engine's docstring, forward step 4);
     spikes beyond the tape's capacity are counted but not written, and the simulation goes on,
     so the returned count is exact and the caller can allocate the right tape in one go.
     """
@@ -685,7 +685,7 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
 
 @njit(cache=True, parallel=True)
 def forward_batch(net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_trace, want_max, n_chunks, NL, n_sch):
-    """Forward pass of a batch (bundles: see eventprop.backend). Fills ``tape`` (tape.n: spikes
+    """Forward pass of a batch (bundles: see eventprop.engine.contract). Fills ``tape`` (tape.n: spikes
     per sample, also past the tape's capacity) and ``out``."""
     for c in prange(n_chunks):
         _forward_chunk(c, n_chunks, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_trace, want_max, NL, n_sch)

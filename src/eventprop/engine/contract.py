@@ -1,8 +1,53 @@
-"""The backend contract: the named bundles a backend gets and returns, and the helpers every
-backend shares (eventprop.backend describes the seam and holds the backends and their registry).
+"""The backend contract: what the engine hands a backend, what it gets back, and the helpers every
+backend shares.
 
-A module of its own so that backends import it, not the module that loads them: backend.py
-imports cpu's kernels and (on demand) _cuda; both of those import only this and the kernels.
+:func:`eventprop.engine.forward` and :func:`eventprop.engine.backward` do everything that does
+not depend on the hardware (checking inputs, the network layout, readout weights and their
+quadrature coefficients, turning loss gradients into arrays) and call a :class:`Backend` with
+named bundles of flat arrays. A backend runs the simulation and the adjoint pass on them and
+returns host (NumPy) arrays, so that losses, optimisers and analyses never see the device.
+
+Bundles (``NamedTuple``\\ s of arrays, defined here; numba compiles them as
+structs, so the CPU kernels take them as they are):
+
+``NetArrays``       the network: flat weights ``W`` and the per-layer / per-neuron layout
+                    (``engine.Layout``: sizes, offsets, thresholds, time constants, propagators).
+``InputSpikes``     the batch's input spikes as per-step CSR (``SpikeBatch.ptr``/``units``).
+``ReadoutWeights``  the integral readout's in-step weight (w_a, w_b, edecay) and its exact
+                    quadrature coefficients (rcoef with the weight's rate, tcoef without).
+``Tape``            what the forward pass records per spike: grid step of arrival, neuron, d
+                    (tau_m dV/dt just before the spike, floored; tau_m d(V - A)/dt for alif), delta
+                    (arrival - emission time), ``n``, the spikes per sample (counted even past the
+                    tape's capacity), and ``aux`` (alif: the adaptation at each spike).
+``ForwardOutputs``  readouts and statistics: integral, vmax (with its step, kink reference,
+                    delta and slope), trace, first-spike time and step, spike counts, grazing.
+``ReadoutGradArrays`` dL/dreadout: integral, vmax, trace, first_spike, and dL_reg/dn per neuron.
+
+A backend implements two methods (see :class:`Backend`):
+
+* ``forward(net, inp, ro, n_steps, dt, grazing_eps, want_trace, want_max) -> (Tape, ForwardOutputs)``
+  must never drop a spike (size the tape from the spike count and rerun, or grow it);
+* ``backward(net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, record, want) -> BackwardResult``:
+  dW flat like ``net.W``, hits (bounded adjoint values), the adjoint traces of sample ``record``
+  (or None), and what the ``GradRequest`` asks for: with ``want.tau`` (a ``TauRequest``: the
+  per-neuron propagator derivatives over dt, and the output's readout-coefficient derivatives)
+  dL/dtau_m, dL/dtau_s of every hidden neuron (and output neuron, when ``want.tau.out``) as
+  (neurons, 2); with ``want.n_delay_inputs`` > 0, dL/d(delay) of every network input; when
+  ``net.has_dly`` (axonal delays of hidden neurons), dL/d(delay) per neuron. A backend that
+  cannot compute something raises a one-line UserError.
+
+Both must give the CPU backend's spikes and gradients to the precision of the dtype; the
+contract tests (tests/test_backend.py) run every backend on the same networks. ``cpu``
+(``engine/cpu.py``) runs the numba kernels of ``engine/_kernels.py``; ``cuda`` (``engine/cuda.py``,
+the ``cuda`` extra) compiles the same kernels' source for an NVIDIA GPU through numba-cuda.
+``auto`` is cuda when a device is usable, else cpu. To add a backend: implement the two methods
+in a module of this package, register its loader in ``engine/registry.py``, and add it to the
+contract tests.
+
+The package, bottom up: ``contract`` (this module: imports nothing of eventprop), ``_kernels``
+(the per-sample passes; the neuron models of eventprop.neurons), ``cpu`` and ``cuda`` (the
+backends: the contract and the kernels), ``registry`` (loads a backend on demand) and the
+package itself (``eventprop.engine``: the user-facing forward and backward).
 """
 
 from __future__ import annotations
@@ -169,14 +214,14 @@ def allocate_forward(B: int, C: int, NT: int, n_steps: int, cap: int, dtype, wan
 def sized_tape_run(owner, B: int, C: int, NT: int, n_steps: int, dtype, want_trace: bool, run, aux: bool = False,
                    arrivals: bool = False):
     """``run(tape, fo) -> (tape, fo)`` on freshly allocated host arrays with the tape capacity
-    ``owner._cap[0]``; when a sample had more spikes than that (the kernels count every spike
+    ``owner.cap``; when a sample had more spikes than that (the kernels count every spike
     and keep simulating), once more with exactly enough room, so no spike is ever dropped and
-    there is no regrowth loop. ``owner._cap`` remembers the largest tape seen."""
-    cap = owner._cap[0]
+    there is no regrowth loop. ``owner.cap`` remembers the largest tape seen."""
+    cap = owner.cap
     for _attempt in range(2):
         tape, fo = run(*allocate_forward(B, C, NT, n_steps, cap, dtype, want_trace, aux, arrivals))
         if B == 0 or tape.n.max() <= cap:
             break
         cap = int(tape.n.max())
-        owner._cap[0] = max(owner._cap[0], cap)
+        owner.cap = max(owner.cap, cap)
     return tape, fo

@@ -1,7 +1,7 @@
 """The EventProp engine: forward pass with a spike tape, and the exact-gradient adjoint pass.
 
-Contract (backend-neutral: the hardware-specific part is a :class:`eventprop.backend.Backend`,
-``cpu`` or ``cuda``, given named bundles of flat arrays; see backend.py)::
+Contract (backend-neutral: the hardware-specific part is a backend object, ``cpu`` or ``cuda``,
+given named bundles of flat arrays; see eventprop.engine.contract)::
 
     fw = forward(spec, params, batch, weight=None, trace=False)   # readouts + tape
     grads = backward(fw, ReadoutGrads(...))                       # dL/dW for every weight
@@ -89,15 +89,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import get_backend
-from .contract import (ForwardOutputs, GradRequest, InputSpikes, NetArrays, ReadoutGradArrays, ReadoutWeights, Tape,
+from .registry import get_backend, resolve
+from .contract import (FORWARD_COUNTERS, ForwardOutputs, GradRequest, InputSpikes, NetArrays, ReadoutGradArrays, ReadoutWeights, Tape,
                        TauRequest)
-from .errors import UserError
-from .events import SpikeBatch
-from .network import NetworkSpec, check_params, with_param_taus
+from ..errors import UserError
+from ..events import SpikeBatch
+from ..network import NetworkSpec, check_params, with_param_taus
 
 __all__ = ["forward", "backward", "Forward", "ReadoutGrads", "ReadoutWeight", "Layout", "layout", "set_threads",
-           "Tape"]
+           "Tape", "backend_for", "get_backend"]
 
 
 @dataclass
@@ -284,7 +284,7 @@ class Forward:
     grazing: int  # number of spikes whose d was clamped to grazing_eps
     weight: tuple  # (a, b, rate): the in-step weight of the integral readout (see ReadoutWeight)
     bound_hits: int = 0  # set by backward: adjoint values bounded at 1e15 (the gradient is then unreliable)
-    # what the backward pass needs (see backend.py)
+    # what the backward pass needs (see engine.contract)
     layout: Layout = field(repr=False, default=None)
     net: NetArrays = field(repr=False, default=None)
     inputs: InputSpikes = field(repr=False, default=None)
@@ -300,8 +300,6 @@ class Forward:
         max_spikes_in_a_step is the maximum): crossing solves, solver iterations, bounds proven
         root-free, solver failures, neurons re-tested after an arrival, spikes, arrivals, and the
         re-tested neurons that passed the necessary test and got a lower bound (bounds)."""
-        from .contract import FORWARD_COUNTERS
-
         c = self.outputs.counters
         return {k: int(c[:, i].max() if k.startswith("max_") else c[:, i].sum()) for i, k in enumerate(FORWARD_COUNTERS)}
 
@@ -363,7 +361,7 @@ def forward(
     trace: bool = False,
     dtype=None,
     max_kinks: bool = True,
-    backend: str | None = None,
+    backend=None,
 ) -> Forward:
     """Simulate a batch and record what the backward pass needs.
 
@@ -374,10 +372,12 @@ def forward(
     max_kinks: the max readout also considers the output voltage just before every hidden-spike
             arrival (where a maximum sits when an inhibitory spike turns V down), besides the grid
             samples; needed for an exact max-loss gradient, costs a little time; off: grid only.
-    backend: ``cpu``, ``cuda`` or ``auto`` (default: the spec's, ``spec.backend``).
+    backend: ``cpu``, ``cuda`` or ``auto`` (default: the spec's, ``spec.backend``), or a backend
+            object of one's own (``get_backend(name)``); the Forward keeps it for the backward pass.
     """
     check_params(spec, params)
     _check_batch(spec, batch)
+    be = backend_for(spec, backend)
     spec = with_param_taus(spec, params)  # learned time constants, if the parameters hold any
     if "delay_in" in params:  # learned input delays are applied when the batch is built
         want = np.rint(np.asarray(params["delay_in"], np.float64) / spec.dt)
@@ -385,7 +385,6 @@ def forward(
         if got is None or got.shape != want.shape or np.any(got != want):
             raise UserError("the batch was not built with the network's input delays: "
                             "make_batch(..., input_delays=params['delay_in'])")
-    be = get_backend(spec.backend if backend is None else backend)
     if dtype is None:
         dtype = np.float64 if all(params[k].dtype == np.float64 for k in spec.param_shapes()) else np.float32
     lay = layout(spec, dtype)
@@ -418,7 +417,7 @@ def readout_coef_derivs(tau_m, tau_s, dt, rate=0.0) -> np.ndarray:
     u = 0.5 * dt * (_GL_X + 1.0)[:, None]
     wq = (0.5 * dt * _GL_W)[:, None] * np.exp(-rate * u)
     lin = u / dt
-    from .neurons.lif import _dprop
+    from ..neurons.lif import _dprop
 
     d = np.array([[_dprop(float(x), float(a), float(b)) for a, b in zip(tm[0], ts[0])] for x in u[:, 0]])
     dem, dkm, dks = d[..., 0], d[..., 1], d[..., 2]  # (nodes, C) each
@@ -431,7 +430,7 @@ def readout_coef_derivs(tau_m, tau_s, dt, rate=0.0) -> np.ndarray:
 def tau_step_derivatives(lay: Layout, dt: float) -> tuple:
     """Per neuron, the derivatives of the one-step propagator [[e_m, kappa], [0, e_s]] with
     respect to tau_m and tau_s: (de_m/dtau_m, dkappa/dtau_m, dkappa/dtau_s, de_s/dtau_s)."""
-    from .neurons.lif import _dprop
+    from ..neurons.lif import _dprop
 
     d = np.array([_dprop(dt, float(tm), float(ts)) for tm, ts in zip(lay.tau_m, lay.tau_s)], dtype=np.float64)
     d = d.reshape(-1, 4)
@@ -510,12 +509,13 @@ def backward(fw: Forward, g: ReadoutGrads, record: int | None = None, taus: bool
                          readout_coef_derivs(lay.tau_m[oo:], lay.tau_s[oo:], fw.spec.dt, rate),
                          readout_coef_derivs(lay.tau_m[oo:], lay.tau_s[oo:], fw.spec.dt, 0.0))
     want = GradRequest(tau, fw.spec.n_in if delays else 0)
-    dW, hits, rec_V, rec_I, dtau, dd, ddh = be.backward(fw.net, fw.inputs, fw.readout_weights, fw.spikes, fw.outputs, gr,
-                                                   N, 1.0 / (N * fw.spec.dt), use_trace, record, want)
-    fw.bound_hits = int(hits)
-    grads = unflatten(lay, dW)
+    res = be.backward(fw.net, fw.inputs, fw.readout_weights, fw.spikes, fw.outputs, gr, N, 1.0 / (N * fw.spec.dt),
+                      use_trace, record, want)
+    fw.bound_hits = int(res.hits)
+    grads = unflatten(lay, res.dW)
     if delays:
-        grads["delay_in"] = dd.astype(W.dtype)
+        grads["delay_in"] = res.d_delay_in.astype(W.dtype)
+    ddh, dtau = res.d_delay_hidden, res.dtau
     if ddh is not None:  # axonal delays of hidden neurons: their gradients, for the layers that have them
         for l in range(len(lay.sizes) - 1):
             if l in fw.delay_layers:
@@ -527,8 +527,22 @@ def backward(fw: Forward, g: ReadoutGrads, record: int | None = None, taus: bool
             grads[f"tau_mem{l}"] = dtau[o : o + n, 0].astype(W.dtype)
             grads[f"tau_syn{l}"] = dtau[o : o + n, 1].astype(W.dtype)
     if record is not None:
-        return grads, rec_V, rec_I
+        return grads, res.lamV, res.lamI
     return grads
+
+
+def backend_for(spec: NetworkSpec, name=None):
+    """The backend object that runs ``spec`` (``name``, default ``spec.backend``): made once per
+    spec and concrete backend and kept on the spec (as its layout is), so that its state (the tape
+    capacity it has grown to) carries over from batch to batch without any module-level state.
+    A backend object given as ``name`` is used as it is."""
+    if name is not None and not isinstance(name, str):
+        return name
+    key = resolve(spec.backend if name is None else name)
+    cache = spec.__dict__.setdefault("_backends", {})
+    if key not in cache:
+        cache[key] = get_backend(key)
+    return cache[key]
 
 
 def set_threads(n: int | None) -> None:
