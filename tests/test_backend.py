@@ -196,3 +196,22 @@ def test_backend_grows_the_tape_and_records(backend):
     _, rV, rI = backward(ref_fw, rg, record=1)
     scale = float(np.abs(rV).max())
     np.testing.assert_allclose(lamV / scale, rV / scale, rtol=0, atol=5e-4)
+
+
+def test_every_model_has_the_interface():
+    """Each neuron model module has the interface the kernels call (eventprop.neurons.hooks), with
+    the same arguments, and its MODELS entry agrees with it (code, adaptation state)."""
+    import importlib
+    import inspect
+
+    from eventprop.neurons import hooks
+
+    codes = sorted(m.code for m in MODELS.values())
+    assert codes == list(range(len(MODELS)))
+    for name, m in MODELS.items():
+        mod = importlib.import_module(f"eventprop.neurons.{name}")
+        assert hooks.ADAPTS[m.code] == mod.ADAPTS == m.adapts, name
+        for f in ("crossing", "slope_at_spike", "level_at_spike", "adjoint_jump"):
+            got = list(inspect.signature(getattr(mod, f).py_func).parameters)
+            want = list(inspect.signature(getattr(hooks, f).py_func).parameters)[1:]  # (less the model code)
+            assert got == want, (name, f)

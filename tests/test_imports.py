@@ -75,9 +75,10 @@ def test_the_checker_finds_a_circle():
 LAYERS = [
     ["errors", "optim", "exact", "_binning", "neurons", "neurons.lif", "engine.contract"],
     ["neurons.alif", "events", "io"],
-    ["network", "data._common", "data.yinyang", "engine._kernels"],
-    ["data.augment", "data.mnist", "data.shd", "data.spikefile", "engine.cpu", "engine.cuda"],
-    ["data", "engine.registry"],
+    ["network", "data._common", "data.yinyang", "neurons.hooks"],
+    ["data.augment", "data.mnist", "data.shd", "data.spikefile", "engine._kernels"],
+    ["data", "engine.cpu", "engine.cuda"],
+    ["engine.registry"],
     ["engine"],
     ["losses", "torch"],
     ["config"],

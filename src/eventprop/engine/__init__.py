@@ -95,6 +95,7 @@ from .contract import (FORWARD_COUNTERS, ForwardOutputs, GradRequest, InputSpike
 from ..errors import UserError
 from ..events import SpikeBatch
 from ..network import NetworkSpec, check_params, with_param_taus
+from ..neurons import MODELS
 
 __all__ = ["forward", "backward", "Forward", "ReadoutGrads", "ReadoutWeight", "Layout", "layout", "set_threads",
            "Tape", "backend_for", "get_backend"]
@@ -117,7 +118,8 @@ class Layout:
     cbw: np.ndarray
     tau_s: np.ndarray
     tau_m: np.ndarray
-    ada: np.ndarray  # per layer: 1 for an adaptive (alif) hidden layer
+    model: np.ndarray  # per layer: the neuron model's code (eventprop.neurons.MODELS, .hooks)
+    ada: np.ndarray  # per layer: 1 when the model has the threshold adaptation A (alif)
     tau_a: np.ndarray  # per neuron (1 where not adaptive)
     aa: np.ndarray  # per neuron e^{-dt/tau_a}
     binc: np.ndarray  # per neuron threshold increment per spike (0 where not adaptive)
@@ -183,14 +185,16 @@ def _make_layout(spec: NetworkSpec, dtype) -> Layout:
     thr = np.array([ly.threshold for ly in layers], dtype=dtype)
     uni = np.array([int(np.all(tm[o : o + n] == tm[o]) and np.all(ts[o : o + n] == ts[o]))
                     for o, n in zip(noff, sizes)], dtype=np.int64)
-    ada = np.array([int(getattr(ly, "neuron", "lif") == "alif") for ly in layers], dtype=np.int64)
+    models = [MODELS[getattr(ly, "neuron", "lif")] for ly in layers]  # (the output layer: lif or li)
+    model = np.array([m.code for m in models], dtype=np.int64)
+    ada = np.array([int(m.adapts) for m in models], dtype=np.int64)
     tau_a = np.concatenate([np.full(ly.size, float(ly.tau_adapt) if a else 1.0) for ly, a in zip(layers, ada)])
     binc = np.concatenate([np.full(ly.size, float(ly.adapt) if a else 0.0) for ly, a in zip(layers, ada)])
     aa = np.where(np.repeat(ada, sizes) == 1, np.exp(-dt / tau_a), 1.0)  # 1 where not adaptive
     f = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
     return Layout(
         sizes, noff, ff_off, rec_off, spiking, thr, uni, f(alpha), f(beta), f(cfw), f(cbw), f(ts), f(tm),
-        ada, f(tau_a), f(aa), f(binc), names, [shapes[k] for k in names], offsets, off,
+        model, ada, f(tau_a), f(aa), f(binc), names, [shapes[k] for k in names], offsets, off,
     )
 
 
@@ -452,7 +456,7 @@ def hidden_delays(lay: Layout, params: dict) -> np.ndarray | None:
 
 def _net_arrays(lay: Layout, W: np.ndarray, dly: np.ndarray | None = None) -> NetArrays:
     return NetArrays(W, lay.sizes, lay.noff, lay.ff_off, lay.rec_off, lay.spiking, lay.thr, lay.uni, lay.alpha,
-                     lay.beta, lay.cfw, lay.cbw, lay.tau_s, lay.tau_m, lay.ada, lay.tau_a, lay.aa, lay.binc,
+                     lay.beta, lay.cfw, lay.cbw, lay.tau_s, lay.tau_m, lay.model, lay.ada, lay.tau_a, lay.aa, lay.binc,
                      np.zeros(1, np.float64) if dly is None else dly, dly is not None)
 
 

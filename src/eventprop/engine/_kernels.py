@@ -6,7 +6,9 @@ offsets ``ff_off`` (connection into layer l, rows = presynaptic neurons) and ``r
 layer l is not recurrent). One sample is simulated serially; samples are spread over a fixed
 number of chunks (``prange``), each with private gradient buffers, so results do not depend on
 the number of threads. The neuron models' own pieces (propagators, crossing solvers, spike
-slope, adjoint jump) live in eventprop.neurons; these kernels choose them per layer.
+slope, adjoint jump) live in eventprop.neurons; these kernels ask for them through the model
+interface eventprop.neurons.hooks, with the layer's model code (``net.model``), and keep the
+adaptation state A only where the layer's model has one (``net.ada``).
 """
 
 from collections import namedtuple
@@ -18,7 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..neurons.lif import _decay_rows, _dprop, _dprop_r, _kap, _kap_area, _kap_e, _rates  # noqa: F401
-from ..neurons import alif as _alif
+from ..neurons import hooks as _model
 from ..neurons import lif as _lif
 
 # per-chunk work arrays of the forward pass
@@ -165,18 +167,14 @@ def _mc(ve, ie, th, q):
 
 
 @njit(cache=True)
-def _solve(lb, P, Q, a0, th, ada, dt, al, be, cf, tm, ts, ta, rm, rs, cnt):
+def _solve(lb, P, Q, a0, th, code, dt, al, be, cf, tm, ts, ta, rm, rs, cnt):
     """The exact first crossing after lb (a lower bound: none before it) in this step of a neuron
-    with coefficients P, Q (and adaptation a0 at lb), or -1 when it provably has none
-    (eventprop.neurons: lif._first_crossing, alif.first_crossing). Scalars only (see the re-tests
-    in _forward_sample)."""
+    with coefficients P, Q (and adaptation a0 at lb), or -1 when it provably has none (the
+    model's ``crossing``, eventprop.neurons.hooks). Scalars only (see the re-tests in
+    _forward_sample)."""
     v0 = math.exp(-lb * rm) * (P + Q * _lif.gfun(lb, rm, rs))
     i0 = Q * math.exp(-lb * rs)
-    span = dt - lb
-    if ada:
-        uu = _alif.first_crossing(v0, i0, a0, th, tm, ts, ta, span, cnt)
-    else:
-        uu = _lif._first_crossing(v0, i0, al * P + cf * Q, be * Q, th, float(tm), float(ts), span, cnt)
+    uu = _model.crossing(code, v0, i0, a0, al * P + cf * Q, be * Q, th, float(tm), float(ts), float(ta), dt - lb, cnt)
     return lb + uu if uu >= 0.0 else -1.0
 
 
@@ -226,7 +224,7 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
     cnt = out.counters[b]
     V, I, qm, thn, Ve, Ie, cu, cst, bmin = scr.V, scr.I, scr.qm, scr.thn, scr.Ve, scr.Ie, scr.cu, scr.cst, scr.bmin
     ea, eb, ek, rt = scr.ea, scr.eb, scr.ek, scr.rt
-    ada, tau_a, aa, binc, A, tape_aux = net.ada, net.tau_a, net.aa, net.binc, scr.A, tape.aux
+    model, ada, tau_a, aa, binc, A, tape_aux = net.model, net.ada, net.tau_a, net.aa, net.binc, scr.A, tape.aux
     any_ada = _any(ada)
     dly, has_dly = net.dly, net.has_dly  # axonal delays of hidden neurons (ms), and whether any layer has them
     p_src, p_u, p_tidx = scr.p_src, scr.p_u, scr.p_tidx
@@ -409,7 +407,7 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                     th = thr[l]
                     if cst[j] == 2:  # a bound: solve exactly (from the bound on), then look again
                         an = float(A[j]) * math.exp(-bu / tau_a[j]) if ada[l] else 0.0
-                        uu = _solve(bu, float(V[j]), float(I[j]), an, th, ada[l], dt, alpha[j], beta[j], cfw[j],
+                        uu = _solve(bu, float(V[j]), float(I[j]), an, th, model[l], dt, alpha[j], beta[j], cfw[j],
                                     tau_m[j], tau_s[j], tau_a[j], rt[0, j], rt[1, j], cnt)
                         if uu < 0.0:
                             cu[j] = np.inf
@@ -423,12 +421,10 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                     delta = dt - u
                     ic = float(I[j]) * math.exp(-u * rt[1, j])  # I(t_c)
                     ac = 0.0
-                    if ada[l]:
-                        ac = float(A[j]) * math.exp(-u / tau_a[j])  # A(t_c^-)
-                        d = _alif.slope_at_spike(ic, ac, th, tau_m[j], tau_a[j])
-                        A[j] += binc[j] * math.exp(u / tau_a[j])  # A jumps by beta at t_c
-                    else:
-                        d = _lif.slope_at_spike(ic, th)
+                    if ada[l]:  # the model's adaptation: A(t_c^-), then A jumps by beta at t_c
+                        ac = float(A[j]) * math.exp(-u / tau_a[j])
+                        A[j] += binc[j] * math.exp(u / tau_a[j])
+                    d = _model.slope_at_spike(model[l], ic, ac, th, tau_m[j], tau_a[j])
                     if not d >= grazing_eps:
                         d = grazing_eps
                         graze += 1
@@ -848,7 +844,7 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
     oo = noff[L]
     no = sizes[L]
     S0 = sizes[0]
-    ada, tau_a, aa, binc, tape_aux = net.ada, net.tau_a, net.aa, net.binc, tape.aux
+    model, ada, tau_a, aa, binc, tape_aux = net.model, net.ada, net.tau_a, net.aa, net.binc, tape.aux
     any_ada = _any(ada)
     for j in range(NT):
         lamV[j] = 0.0
@@ -1030,13 +1026,17 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
                     extra = g_spk[b, i]
             a_i = math.exp(-delta / tau_m[nid])
             b_i = math.exp(-delta / tau_s[nid])
-            if ada[l]:  # adaptive threshold: lambda_A takes part in the jump and jumps too
+            ac = 0.0
+            lap = 0.0
+            g_i = 1.0
+            if ada[l]:  # the model's adaptation: lambda_A takes part in the jump and jumps too
                 g_i = math.exp(-delta / tau_a[nid])
-                jv, ja = _alif.adjoint_jump(a_i * lamV[nid], g_i * lamA[nid], tape_aux[b, e], tape_d[b, e],
-                                            fb + extra, thr[l], tau_m[nid], tau_a[nid], binc[nid])
+                ac = tape_aux[b, e]
+                lap = g_i * lamA[nid]
+            jv, ja = _model.adjoint_jump(model[l], a_i * lamV[nid], lap, ac, tape_d[b, e], fb + extra, thr[l],
+                                         tau_m[nid], tau_a[nid], binc[nid])
+            if ada[l]:
                 lamA[nid] = min(max(lamA[nid] + ja / g_i, -LAMBDA_MAX), LAMBDA_MAX)  # expressed at t_m
-            else:
-                jv = _lif.adjoint_jump(a_i * lamV[nid], tape_d[b, e], fb + extra, thr[l])
             if l < L:
                 jv -= reg[b, nid] / (thr[l] * tau_m[nid])
             k_i = _kap_e(delta, tau_m[nid], tau_s[nid], a_i, b_i)
@@ -1045,7 +1045,7 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
                 # (alif: V falls from theta + A; A's own dynamics do not depend on tau_m, tau_s)
                 dem, dkm, dks, des = _dprop(delta, tau_m[nid], tau_s[nid])
                 pV = -tau_m[nid] * lamV[nid]
-                vr = thr[l] + tape_aux[b, e] if ada[l] else thr[l]
+                vr = _model.level_at_spike(model[l], thr[l], ac)
                 dtau[nid, 0] -= vr * (a_i * nuVm[nid] + dem * pV)
                 dtau[nid, 1] -= vr * (a_i * nuVs[nid])
             # the jump happens at t_c; expressed at t_m it is the state that free backward

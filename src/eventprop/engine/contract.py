@@ -72,7 +72,8 @@ class NetArrays(NamedTuple):
     cbw: np.ndarray  # per neuron: the adjoint's lambda_V -> lambda_I coupling over dt
     tau_s: np.ndarray
     tau_m: np.ndarray
-    ada: np.ndarray  # per layer: 1 for an adaptive (alif) layer (eventprop.neurons.alif)
+    model: np.ndarray  # per layer: the neuron model's code (eventprop.neurons.MODELS; the kernels ask eventprop.neurons.hooks)
+    ada: np.ndarray  # per layer: 1 when the model has the threshold adaptation A (alif; MODELS[...].adapts)
     tau_a: np.ndarray  # per neuron adaptation time constant (1 where not adaptive)
     aa: np.ndarray  # per neuron e^{-dt/tau_a} (1 where not adaptive)
     binc: np.ndarray  # per neuron threshold increment per spike (0 where not adaptive)

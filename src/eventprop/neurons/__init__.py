@@ -2,8 +2,8 @@
 
 A model is a hybrid system: linear dynamics between events, an event function (the threshold
 condition), a jump map at its own spikes, and the adjoint that follows from them. Each module
-holds the model's numba pieces that the CPU kernels (eventprop.engine._kernels) call where a layer of
-that model is simulated or differentiated:
+holds the model's numba pieces, and the engine's kernels (eventprop.engine._kernels, compiled for
+the CPU and for CUDA) reach them only through the model interface of ``hooks``:
 
 * ``lif``  - leaky integrate-and-fire with exponential synaptic current (every layer; the output
   layer is LIF or its non-spiking leaky integrator);
@@ -11,9 +11,10 @@ that model is simulated or differentiated:
   of its spikes and relaxes with ``tau_adapt``.
 
 :data:`MODELS` describes what each model supports, for the checks that turn an unsupported
-combination into a one-line error before anything runs. Adding a model: a module with its
-propagator, crossing, reset and adjoint-jump pieces, an entry here, the per-layer branch in the
-kernels, and its reference (tests/reference.py) and exact simulator (eventprop.exact) versions.
+combination into a one-line error before anything runs. Adding a model: a module with the
+interface's pieces (``hooks``), its entry here and its branch in ``hooks``, and its reference
+(tests/reference.py) and exact simulator (eventprop.exact) versions with their tests
+(docs/method.md, "Adding a neuron model").
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ class NeuronModel:
     learn_tau: bool  # learned time constants implemented
     backends: tuple[str, ...]
     nir: bool  # NIR export / import
+    code: int  # the kernels' model code (eventprop.neurons.hooks dispatches on it)
+    adapts: bool  # has the threshold-adaptation state A (the module's ADAPTS)
 
 
 MODELS = {
     "lif": NeuronModel("lif", "leaky integrate-and-fire, exponential synaptic current", (), True, ("cpu", "cuda"),
-                       True),
+                       True, 0, False),
     "alif": NeuronModel("alif", "adaptive LIF: threshold theta + A, A += adapt at a spike, decays with tau_adapt",
-                        ("tau_adapt", "adapt"), True, ("cpu", "cuda"), False),
+                        ("tau_adapt", "adapt"), True, ("cpu", "cuda"), False, 1, True),
 }

@@ -143,6 +143,23 @@ def first_crossing(v, i, a, th, tm, ts, ta, span, cnt):
     return -1.0
 
 
+# ---- the model interface (eventprop.neurons.hooks; the same names and arguments as lif's)
+
+ADAPTS = True  # has the threshold-adaptation state A (the kernels decay it, jump it by beta, tape it)
+
+
+@njit(cache=True)
+def crossing(v, i, a, v1, i1, th, tm, ts, ta, span, cnt):
+    """``first_crossing`` (the end state v1, i1 is not needed)."""
+    return first_crossing(v, i, a, th, tm, ts, ta, span, cnt)
+
+
+@njit(cache=True, inline="always")
+def level_at_spike(th, ac):
+    """V just before the reset: theta + A."""
+    return th + ac
+
+
 @njit(cache=True, inline="always")
 def slope_at_spike(ic, ac, th, tm, ta):
     """D = tau_m d(V - A)/dt just before a spike with current ic and adaptation ac (V = theta + ac)."""

@@ -272,14 +272,34 @@ def _first_crossing(v, i, v1, i1, th, tm, ts, span, cnt):
     return _crossing(v, i, vs, th, tm, ts, us, 0.0, cnt)
 
 
+# ---- the model interface (eventprop.neurons.hooks): the same names and arguments in every model
+#      module; LIF has no adaptation, so it ignores a, ac, lap, ta and beta
+
+ADAPTS = False  # no threshold-adaptation state A
+
+
+@njit(cache=True)
+def crossing(v, i, a, v1, i1, th, tm, ts, ta, span, cnt):
+    """First u in [0, span] at which the free trajectory from (V, I) = (v, i) reaches th, -1 if
+    provably none; (v1, i1): the state at span (``_first_crossing``)."""
+    return _first_crossing(v, i, v1, i1, th, tm, ts, span, cnt)
+
+
 @njit(cache=True, inline="always")
-def slope_at_spike(ic, th):
+def slope_at_spike(ic, ac, th, tm, ta):
     """d = tau_m dV/dt just before a spike with current ic (V = theta)."""
     return ic - th
 
 
 @njit(cache=True, inline="always")
-def adjoint_jump(lvp, d, y, th):
-    """The jump of lambda_V at a spike, from its value just after it (lvp), the tape's d and the
-    feedback y (the targets' sum_j w_ij (lambda_V,j - lambda_I,j) and loss terms in the spike time)."""
-    return (th * lvp + y) / d
+def level_at_spike(th, ac):
+    """V just before the reset (the size of the reset jump)."""
+    return th
+
+
+@njit(cache=True, inline="always")
+def adjoint_jump(lvp, lap, ac, d, y, th, tm, ta, beta):
+    """The jump of lambda_V at a spike (and 0 for lambda_A), from its value just after it (lvp),
+    the tape's d and the feedback y (the targets' sum_j w_ij (lambda_V,j - lambda_I,j) and loss
+    terms in the spike time)."""
+    return (th * lvp + y) / d, 0.0
