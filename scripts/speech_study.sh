@@ -8,25 +8,16 @@
 set -euo pipefail
 out=$1; epochs=$2; shift 2
 data=${DATA:-../shared/data/spoken-dev}
-jobs=${JOBS:-2}
 sets=()
 for kv in ${SETS:-}; do sets+=(--set "$kv"); done
 configs="shd_xentropy shd_xentropy_400ms shd_sum_ffwd shd_sum_recurrent shd_sum_exp_ffwd shd_sum_exp_recurrent
          shd_max_ffwd shd_max_recurrent shd_time_ffwd shd_time_recurrent"
-one() {  # config seed
-  local dir="$out/$1-s$2"
-  if [ -f "$dir/summary.json" ] && grep -q '"finished": true' "$dir/summary.json"; then return; fi
-  local resume=()
-  if [ -f "$dir/checkpoint.npz" ]; then resume=(--resume); else rm -rf "$dir"; fi
-  EVENTPROP_THREADS=1 NUMBA_NUM_THREADS=1 eventprop train "configs/$1.yaml" --quiet --set "data.path=$data" \
-    --set "train.epochs=$epochs" --set train.seed="$2" "${sets[@]}" --out "$dir" "${resume[@]}" > "$dir.log" 2>&1 \
-    || echo "FAILED: $1 seed $2 (see $dir.log)"
-}
+. "$(dirname "$0")/_train_runs.sh"
 mkdir -p "$out"
 for seed in "$@"; do
   for c in $configs; do
-    one "$c" "$seed" &
-    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do sleep 2; done
+    in_background train_run "$out/$c-s$seed" "configs/$c.yaml" --set "data.path=$data" --set "train.epochs=$epochs" \
+      --set train.seed="$seed" "${sets[@]}"
   done
 done
 wait
