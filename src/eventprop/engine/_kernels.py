@@ -535,22 +535,21 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                         wsc = 0.0
                         uh = u
                         un = 0
-                    elif job == 1:
-                        if src < 0 or ls >= L or spiking[ls + 1] == 0:
+                    else:  # an arrival's weight row: into the next layer (job 1) or recurrent (job 2)
+                        if src < 0:
                             continue
-                        lt = ls + 1
+                        if job == 1:
+                            if ls >= L or spiking[ls + 1] == 0:
+                                continue
+                            lt = ls + 1
+                            base = ff_off[lt]
+                        else:
+                            if rec_off[ls] < 0:
+                                continue
+                            lt = ls
+                            base = rec_off[lt]
                         S = sizes[lt]
-                        base = ff_off[lt] + i * S
-                        po = noff[lt]
-                        wsc = 1.0
-                        uh = ua
-                        un = uni[lt]
-                    else:
-                        if src < 0 or rec_off[ls] < 0:
-                            continue
-                        lt = ls
-                        S = sizes[lt]
-                        base = rec_off[lt] + i * S
+                        base += i * S
                         po = noff[lt]
                         wsc = 1.0
                         uh = ua
