@@ -3,7 +3,8 @@
 # Usage: scripts/published_study.sh OUTDIR EPOCHS SEED [SEED ...]
 #   DATA=path/to/shd  to use the real SHD files (default: spoken-dev);  JOBS=N  runs N trainings
 #   at once (one thread each);  SETS="k=v ..."  overrides applied to every run (default: the
-#   small-set adaptation of section 6.2: no ease-in, batch 16; SETS="" for the published schedule).
+#   small-set adaptation of section 6.2: no ease-in, batch 16; SETS="" for the published schedule);
+#   VARIANTS="published"  runs only the named variants (default: all three).
 # Variants: published (configs/shd_published_best.yaml), no-delay-line (data.delay_copies=1),
 # no-learned-tau (model.learn_tau=false). Every run is an ordinary results folder
 # OUTDIR/<variant>-s<seed>; rerunning resumes unfinished runs from their checkpoints and skips
@@ -14,7 +15,7 @@ out=$1; epochs=$2; shift 2
 data=${DATA:-../shared/data/spoken-dev}
 sets=()
 for kv in ${SETS-train.ease_in=false train.batch_size=16}; do sets+=(--set "$kv"); done
-variants="published no-delay-line no-learned-tau"
+variants=${VARIANTS:-published no-delay-line no-learned-tau}
 extra() {
   case $1 in
     published) ;;
