@@ -19,7 +19,7 @@ the ill-conditioned exception by construction and gets its own, justified tolera
 
 Cases: a strongly driven excitatory recurrent burst (most spikes share a 1 ms step with another
 spike), moderate ~20 Hz drive in three random networks, adaptive (alif) neurons, axonal delays,
-a spiking output layer, two hidden layers; and small hand-built networks for each crossing
+a spiking output layer, two hidden layers, per-neuron time constants (LIF and alif); and small hand-built networks for each crossing
 situation inside one step: a peak above threshold that falls back below by the step's end, a
 grazing peak, an inhibitory spike that stops a rising neuron before it crosses, a neuron pushed
 over threshold by a same-step spike (a chain of them), and a neuron that fires twice in a step.
@@ -198,6 +198,28 @@ def two_hidden_case(seed=0, B=2):
     return spec, params, [_rng_inputs(rng, 20, T_LONG, 300) for _ in range(B)], T_LONG
 
 
+def per_neuron_tau_case(base, seed=0, B=2):
+    """A case with per-neuron time constants (as learned ones end up: tau_mem in 10-30 ms, tau_syn
+    in 2-8 ms), which takes the engine's non-uniform row pass."""
+    spec, params, samples, T = base(seed, B)
+    rng = np.random.default_rng(600 + seed)
+    h = spec.hidden[0]
+    hid = [LayerSpec(h.size, tau_mem=rng.uniform(10.0, 30.0, h.size), tau_syn=rng.uniform(2.0, 8.0, h.size),
+                     recurrent=h.recurrent, neuron=h.neuron, tau_adapt=h.tau_adapt, adapt=h.adapt)]
+    return NetworkSpec(spec.n_in, hid, spec.output, dt=spec.dt), params, samples, T
+
+
+def alif_falling_case(seed=0, B=2):
+    """alif with tau_mem 25 ms: here V - A reaches theta while V itself falls (A decays faster),
+    from a V already above theta + min(A) at the start of the step; the LIF tests on the end state
+    alone miss that crossing (an engine bug found this way, fixed 2026-12-08)."""
+    spec, params, samples, T = alif_case(seed, B)
+    h = spec.hidden[0]
+    hid = [LayerSpec(h.size, tau_mem=25.0, tau_syn=5.0, recurrent=True, neuron="alif", tau_adapt=h.tau_adapt,
+                     adapt=h.adapt)]
+    return NetworkSpec(spec.n_in, hid, spec.output, dt=spec.dt), params, samples, T
+
+
 NETWORKS = {
     "burst": burst_case,
     "moderate0": lambda: moderate_case(0),
@@ -207,6 +229,9 @@ NETWORKS = {
     "delays_burst": delay_case,
     "lif_output": lif_out_case,
     "two_hidden": two_hidden_case,
+    "burst_per_neuron_tau": lambda: per_neuron_tau_case(burst_case),
+    "alif_per_neuron_tau": lambda: per_neuron_tau_case(alif_case),
+    "alif_falling_v": alif_falling_case,
 }
 _CACHE = {}
 

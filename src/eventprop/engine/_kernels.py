@@ -58,26 +58,46 @@ def _layer_of(nid, noff, n_layers):
     return l
 
 
-@njit(cache=True)
-def _tau_targets(W, base, po, S, tau_m, tau_s, delta, lamV, lamI, nuVm, nuIm, nuVs, nuIs, dtau, ea, eb, ek, rt):
-    """dL/dtau of the targets po..po+S-1 of a spike emitted at t_c = t_m - delta: its current jump
-    w at t_c is an event of each target, worth w nu_I(t_c) with nu(t_c) = Phi(delta)^T nu(t_m) +
-    dPhi(delta)/dtau^T p(t_m) (p = (-tau_m lambda_V, -tau_s lambda_I), the costate).
-    ea, eb: e^{-delta/tau_m}, e^{-delta/tau_s} of the targets (_decay_rows)."""
+@njit(cache=True, fastmath={"reassoc", "contract", "nsz"}, error_model="numpy")
+def _tau_row(W, base, po, S, tau_m, tau_s, delta, lamV, lamI, dW, nuVm, nuIm, nuVs, nuIs, dtau, ea, eb, ek, rt):
+    """One spike emitted at t_c = t_m - delta into neurons po..po+S-1 of a layer whose time
+    constants are learned: in one pass over the row (which vectorises), the spike's weight gradient
+    and feedback (as _spike_targets, non-uniform case) and dL/dtau of each target. Its current jump
+    w at t_c is an event of the target worth w nu_I(t_c), nu(t_c) = Phi(delta)^T nu(t_m) +
+    dPhi(delta)/dtau^T p(t_m) (p = (-tau_m lambda_V, -tau_s lambda_I) the costate, before this
+    spike's own jump); the derivatives of Phi as lif._dprop_r, written out branch-free.
+    ea, eb, ek: e^{-delta/tau_m}, e^{-delta/tau_s}, kappa(delta) of the targets (_decay_rows);
+    dtau: (2, neurons), rows dL/dtau_m, dL/dtau_s. Returns sum_j w_j (lambda_V - lambda_I)(t_c^+)."""
     h = delta
+    fb = 0.0
     for j in range(S):
-        n = po + j
-        tm = tau_m[n]
-        ts = tau_s[n]
+        n = _ix(po + j)
+        rm = rt[0, n]
+        rs = rt[1, n]
         em = ea[n]
         es = eb[n]
         kp = ek[n]
-        _, dkm, dks, des = _dprop_r(h, rt[0, n], rt[1, n], em, es, kp)
-        w = W[base + j]
-        pV = -tm * lamV[n]
-        pI = -ts * lamI[n]
-        dtau[n, 0] += w * (kp * nuVm[n] + es * nuIm[n] + dkm * pV)
-        dtau[n, 1] += w * (kp * nuVs[n] + es * nuIs[n] + dks * pV + des * pI)
+        x = (rs - rm) * h
+        ser = -0.5 + x * (1.0 / 3.0 + x * (-0.125 + x * (1.0 / 30.0 + x * (-1.0 / 144.0 + x / 840.0))))
+        clo = ((es / em) * (1.0 + x) - 1.0) / (x * x)
+        dh = ser if abs(x) < 0.05 else clo  # h'(x), h(x) = (1 - e^{-x})/x (lif._dh_e)
+        hrm = h * rm * rm
+        g = em * (h * rm) * dh
+        dkm = kp * (hrm - rm) + g * hrm
+        dks = -g * h * rs * rs
+        des = h * rs * rs * es
+        w = W[_ix(base + j)]
+        lv0 = lamV[n]
+        li0 = lamI[n]
+        ts = tau_s[n]
+        pV = -tau_m[n] * lv0
+        pI = -ts * li0
+        dtau[0, n] += w * (kp * nuVm[n] + es * nuIm[n] + dkm * pV)
+        dtau[1, n] += w * (kp * nuVs[n] + es * nuIs[n] + dks * pV + des * pI)
+        li = es * li0 + kp * rt[4, n] * lv0
+        fb += w * (em * lv0 - li)
+        dW[_ix(base + j)] -= ts * li
+    return fb
 
 
 @njit(cache=True)
@@ -139,11 +159,13 @@ def _any(a):
 @njit(cache=True, inline="always")
 def _bound(vu, iu, ve, ie, th, q, u, tm, dt):
     """A lower bound on the first time after u at which a trajectory at (vu, iu) at u, ending the
-    step at (ve, ie), reaches th; inf when it provably does not (lif.may_cross). While V >= vu it
-    rises at most at (max(I, 0) - vu)/tau_m, since I only decays towards 0 between jumps.
+    step at (ve, ie), reaches th; inf when it provably does not (lif.may_cross, or u itself when
+    vu >= th: an alif neuron's V can start above th = theta + min(A) while V - A is still below
+    theta). While V >= vu it rises at most at (max(I, 0) - vu)/tau_m, since I only decays towards
+    0 between jumps.
     (Branch-free, so that the loops over a weight row that call it vectorise.)"""
     den = max(iu, 0.0) - vu
-    cross = (ve >= th) | ((iu > vu) & (ie < ve) & ((ve - q * ie >= (1.0 - q) * th) | (q >= 1.0)))
+    cross = (vu >= th) | (ve >= th) | ((iu > vu) & (ie < ve) & ((ve - q * ie >= (1.0 - q) * th) | (q >= 1.0)))
     pos = den > 0.0
     lb = u + tm * (th - vu) / (den if pos else 1.0)
     lb = min(max(lb if pos else u, u), dt)
@@ -198,7 +220,7 @@ C_SOLVES, C_ITERS, C_NOROOT, C_FAIL, C_RETESTS, C_SPIKES, C_ARRIVALS, C_MAXSTEP,
 N_COUNTERS = 9
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_trace, want_max, scr):
     """Forward pass of sample b. Returns (number of spikes, grazing count, overflow).
 
@@ -336,7 +358,8 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                     Ve[nn] = ve
                     Ie[nn] = ie
                     an = A[nn]
-                    f = _mc(ve, ie, thn[nn] + min(an, an * aa[nn]), qm[nn])
+                    thm = thn[nn] + min(an, an * aa[nn])  # (alif: V must reach theta + min(A) first,
+                    f = _mc(ve, ie, thm, qm[nn]) | (V[nn] >= thm)  # and may already be above it)
                     cst[nn] = 2 * f
                     k += f
             if k == 0:
@@ -601,6 +624,13 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                             cst[nn] = 2 * f
                             nb += f
                             cu[nn] = np.inf
+                        if adl:  # V already above theta + min(A) at uh (V - A still below theta)
+                            for jj in range(S):
+                                nn = _ix(po + jj)
+                                an = A[nn]
+                                if cst[nn] == 0 and xm * (V[nn] + I[nn] * gu) >= th + min(an * za, an * zb):
+                                    cst[nn] = 2
+                                    nb += 1
                         if nb > 0:
                             for jj in range(S):
                                 nn = _ix(po + jj)
@@ -614,42 +644,64 @@ def _forward_sample(b, net, inp, ro, tape, out, n_steps, dt, grazing_eps, want_t
                                 cu[nn] = c
                                 kq = (po + jj) >> 5
                                 bmin[kq] = min(bmin[kq], c)
-                    else:  # per-neuron time constants
-                        _lif._vexp_neg(ea, po, S, uh, rt[0])
-                        _lif._vexp_neg(eb, po, S, uh, rt[1])
-                        for jj in range(S):
-                            nn = po + jj
-                            em = ea[nn]
-                            es = eb[nn]
+                    else:  # per-neuron time constants: the same two passes with each neuron's factors
+                        _lif._vexp(ea, po, S, uh, rt[0])  # e^{+uh/tau_m}, e^{+uh/tau_s} (no division below)
+                        _lif._vexp(eb, po, S, uh, rt[1])
+                        if adl:  # the adapted thresholds (in ek, free during this pass)
+                            for jj in range(S):
+                                nn = _ix(po + jj)
+                                ek[nn] = th + min(A[nn] * math.exp(-uh / tau_a[nn]), A[nn] * aa[nn])
+                        for jj in range(S):  # (no call, no division, no branch: vectorises)
+                            nn = _ix(po + jj)
+                            iem = ea[nn]
                             z = uh * rt[3, nn]
-                            kk = rt[2, nn]
                             rm = rt[0, nn]
-                            if abs(z) > 1e-3:
-                                gu = kk * (1.0 - es / em)
-                                fp = kk * (1.0 / em - 1.0 / es)
-                            else:  # tau_m ~ tau_s: (u/tau_m) h(+-z) by its series
-                                gu = uh * rm * (1.0 - z * (0.5 - z * (1.0 / 6.0 - z * (1.0 / 24.0 - z / 120.0))))
-                                fp = -uh * rm * (1.0 + z * (0.5 + z * (1.0 / 6.0 + z * (1.0 / 24.0 + z / 120.0)))) / em
-                            w = wsc * W[base + jj]
-                            P = V[nn] + w * fp
-                            Q = I[nn] + w / es
+                            fpc = rt[2, nn] * (iem - eb[nn])
+                            # tau_m ~ tau_s: -(u/tau_m) h(-z) e^{u/tau_m} by its series
+                            fps = -uh * rm * (1.0 + z * (0.5 + z * (1.0 / 6.0 + z * (1.0 / 24.0 + z / 120.0)))) * iem
+                            w = wsc * W[_ix(base + jj)]
+                            P = V[nn] + w * (fpc if abs(z) > 1e-3 else fps)
+                            Q = I[nn] + w * eb[nn]
                             V[nn] = P
                             I[nn] = Q
-                            the = th
-                            if adl:
-                                an = float(A[nn])
-                                the = th + min(an * math.exp(-uh / tau_a[nn]), an * aa[nn])
-                            qh = (dt - uh) * rm
-                            ve = alpha[nn] * P + cfw[nn] * Q
-                            ie = beta[nn] * Q
                             cu[nn] = np.inf
-                            cst[nn] = 0
-                            if _mc(ve, ie, the, qh):
-                                c = _bound(em * (P + Q * gu), Q * es, ve, ie, the, qh, uh, float(tau_m[nn]), dt)
+                            f = _mc(alpha[nn] * P + cfw[nn] * Q, beta[nn] * Q, ek[nn] if adl else th, (dt - uh) * rm)
+                            cst[nn] = 2 * f
+                            nb += f
+                        if adl:  # V already above theta + min(A) at uh (V - A still below theta)
+                            for jj in range(S):
+                                nn = _ix(po + jj)
+                                if cst[nn] == 0:
+                                    em = 1.0 / ea[nn]
+                                    z = uh * rt[3, nn]
+                                    if abs(z) > 1e-3:
+                                        gu = rt[2, nn] * (1.0 - ea[nn] / eb[nn])
+                                    else:
+                                        gu = uh * rt[0, nn] * (1.0 - z * (0.5 - z * (1.0 / 6.0 - z * (1.0 / 24.0 - z / 120.0))))
+                                    if em * (V[nn] + I[nn] * gu) >= ek[nn]:
+                                        cst[nn] = 2
+                                        nb += 1
+                        if nb > 0:
+                            for jj in range(S):
+                                nn = _ix(po + jj)
+                                if cst[nn] == 0:
+                                    continue
+                                em = 1.0 / ea[nn]
+                                es = 1.0 / eb[nn]
+                                z = uh * rt[3, nn]
+                                rm = rt[0, nn]
+                                if abs(z) > 1e-3:
+                                    gu = rt[2, nn] * (1.0 - es / em)
+                                else:  # (u/tau_m) h(z) by its series
+                                    gu = uh * rm * (1.0 - z * (0.5 - z * (1.0 / 6.0 - z * (1.0 / 24.0 - z / 120.0))))
+                                P = float(V[nn])
+                                Q = float(I[nn])
+                                the = ek[nn] if adl else th
+                                c = _bound(em * (P + Q * gu), Q * es, alpha[nn] * P + cfw[nn] * Q, beta[nn] * Q, the,
+                                           (dt - uh) * rm, uh, float(tau_m[nn]), dt)
                                 cu[nn] = c
-                                cst[nn] = 2
-                                bmin[nn >> 5] = min(bmin[nn >> 5], c)
-                                nb += 1
+                                kq = (po + jj) >> 5
+                                bmin[kq] = min(bmin[kq], c)
                     cnt[C_BOUNDS] += nb
             for j in range(NS):
                 cu[j] = np.inf
@@ -766,7 +818,7 @@ def _row_adjoint(W, lamV, lamI, dW, base, po, S, g1, g2, cv, ci):
     return cv * sv - ci * si
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"reassoc", "contract", "nsz"}, error_model="numpy")
 def _spike_targets(W, base, po, S, uniform, tau_m, tau_s, delta, lamV, lamI, dW, ea, eb, ek, rt):
     """One spike emitted at t_c = t_m - delta into neurons po..po+S-1, from their adjoints at t_m^+
     propagated back to t_c^+ (free backward evolution over delta):
@@ -788,15 +840,11 @@ def _spike_targets(W, base, po, S, uniform, tau_m, tau_s, delta, lamV, lamI, dW,
         g2 = ts * cb
         return _row_adjoint(W, lamV, lamI, dW, base, po, S, g1, g2, a - cb, bb)
     for j in range(S):  # ea, eb: the targets' decays over delta (_decay_rows, by the caller)
-        n = po + j
-        ts = tau_s[n]
-        a = ea[n]
-        bb = eb[n]
-        cb = ek[n] * rt[4, n]
-        lv = a * lamV[po + j]
-        li = bb * lamI[po + j] + cb * lamV[po + j]
-        fb += W[base + j] * (lv - li)
-        dW[base + j] -= ts * li
+        n = _ix(po + j)
+        lv0 = lamV[n]
+        li = eb[n] * lamI[n] + ek[n] * rt[4, n] * lv0
+        fb += W[_ix(base + j)] * (ea[n] * lv0 - li)
+        dW[_ix(base + j)] -= tau_s[n] * li
     return fb
 
 
@@ -824,7 +872,7 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
     """Backward pass of sample b (accumulated into dW). Returns how often |lambda| was bounded.
 
     With ``tg.want`` it also accumulates dL/dtau_m, dL/dtau_s of every hidden neuron into dtau
-    (columns 0, 1): dL/dtau = int p^T (dA/dtau) x dt (the flow's derivative; p the costate) is
+    (rows 0, 1): dL/dtau = int p^T (dA/dtau) x dt (the flow's derivative; p the costate) is
     evaluated without the forward state x as sum over the neuron's events (jumps e of its state:
     input and spike arrivals, its own resets by -theta) of e^T nu, where nu, one 2-vector per
     parameter, is carried backward like p with the source dPhi/dtau^T p (docs/method.md)."""
@@ -899,8 +947,8 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
                     base = ff_off[0] + in_units[q] * S0
                     _add_row(g0, W[base : base + S0])
                 for j in range(S0):
-                    dtau[j, 0] += g0[j] * nuIm[j]
-                    dtau[j, 1] += g0[j] * nuIs[j]
+                    dtau[0, j] += g0[j] * nuIm[j]
+                    dtau[1, j] += g0[j] * nuIs[j]
         # ---- spikes detected at t_m, emitted at t_c = t_m - delta, latest first: gradients,
         #      feedback and jump from the adjoints at t_c^+ (propagated back from t_m); each jump
         #      is applied at once, so that earlier spikes of the same step see it (in the forward
@@ -976,26 +1024,29 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
                             pV = -tm * lamV[n_o]
                             pI = -ts * lamI[n_o]
                             gw = src * w  # the readout density over [t_c, t_m] (integral and trace)
-                            dtau[n_o, 0] += w * (kp * nuVm[n_o] + bb * nuIm[n_o] + dkm * pV) - gw * (kp + tm * dkm)
-                            dtau[n_o, 1] += (w * (kp * nuVs[n_o] + bb * nuIs[n_o] + dks * pV + des * pI)
+                            dtau[0, n_o] += w * (kp * nuVm[n_o] + bb * nuIm[n_o] + dkm * pV) - gw * (kp + tm * dkm)
+                            dtau[1, n_o] += (w * (kp * nuVs[n_o] + bb * nuIs[n_o] + dks * pV + des * pI)
                                              + gw * (1.0 - bb - delta / ts * bb - tm * dks))
                 else:
                     if (delta != 0.0 and uni[l + 1] == 0) or want_tau:
                         _decay_rows(ea, eb, ek, noff[l + 1], S, tau_m, tau_s, rt, delta)
-                    if want_tau and (l + 1 < L or out_tau):  # (before this spike's gradient touches the adjoints)
-                        _tau_targets(W, base, noff[l + 1], S, tau_m, tau_s, delta, lamV, lamI, nuVm, nuIm, nuVs, nuIs,
-                                     dtau, ea, eb, ek, rt)
-                    fb += _spike_targets(W, base, noff[l + 1], S, uni[l + 1], tau_m, tau_s, delta, lamV, lamI, dW,
-                                         ea, eb, ek, rt)
+                    if want_tau and (l + 1 < L or out_tau):
+                        fb += _tau_row(W, base, noff[l + 1], S, tau_m, tau_s, delta, lamV, lamI, dW, nuVm, nuIm, nuVs, nuIs,
+                                       dtau, ea, eb, ek, rt)
+                    else:
+                        fb += _spike_targets(W, base, noff[l + 1], S, uni[l + 1], tau_m, tau_s, delta, lamV, lamI,
+                                             dW, ea, eb, ek, rt)
             if is_arr and rec_off[l] >= 0:
                 S = sizes[l]
                 base = rec_off[l] + i * S
                 if (delta != 0.0 and uni[l] == 0) or want_tau:
                     _decay_rows(ea, eb, ek, noff[l], S, tau_m, tau_s, rt, delta)
                 if want_tau:
-                    _tau_targets(W, base, noff[l], S, tau_m, tau_s, delta, lamV, lamI, nuVm, nuIm, nuVs, nuIs, dtau,
-                                 ea, eb, ek, rt)
-                fb += _spike_targets(W, base, noff[l], S, uni[l], tau_m, tau_s, delta, lamV, lamI, dW, ea, eb, ek, rt)
+                    fb += _tau_row(W, base, noff[l], S, tau_m, tau_s, delta, lamV, lamI, dW, nuVm, nuIm, nuVs, nuIs, dtau,
+                                   ea, eb, ek, rt)
+                else:
+                    fb += _spike_targets(W, base, noff[l], S, uni[l], tau_m, tau_s, delta, lamV, lamI, dW, ea, eb, ek,
+                                         rt)
             if is_arr and n_kink > 0:  # output maxima at this spike's arrival move with its time: their
                 for k in range(no):     # term, then the kick of the maximum at the arrival's t^-, at t_m
                     if tmax[b, k] == m and mx_ref[b, k] == e and g_max[b, k] != 0.0:
@@ -1045,8 +1096,8 @@ def _backward_sample(b, net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, l
                 dem, dkm, dks, des = _dprop(delta, tau_m[nid], tau_s[nid])
                 pV = -tau_m[nid] * lamV[nid]
                 vr = _model.level_at_spike(model[l], thr[l], ac)
-                dtau[nid, 0] -= vr * (a_i * nuVm[nid] + dem * pV)
-                dtau[nid, 1] -= vr * (a_i * nuVs[nid])
+                dtau[0, nid] -= vr * (a_i * nuVm[nid] + dem * pV)
+                dtau[1, nid] -= vr * (a_i * nuVs[nid])
             # the jump happens at t_c; expressed at t_m it is the state that free backward
             # evolution over delta takes to (jv, 0)
             hits += _apply_jump(lamV, lamI, nid, jv / a_i, -k_i * tau_m[nid] / tau_s[nid] * jv / (a_i * b_i))
@@ -1142,9 +1193,9 @@ def _backward_chunk(c, n_chunks, net, inp, ro, tape, fo, gr, n_steps, inv_T, use
         dd[j] = 0.0
     gd = np.empty(NT, dtype=W.dtype)
     dtau = tg.dtau[c]
-    for j in range(dtau.shape[0]):
-        dtau[j, 0] = 0.0
-        dtau[j, 1] = 0.0
+    for j in range(dtau.shape[1]):
+        dtau[0, j] = 0.0
+        dtau[1, j] = 0.0
     lamV = np.empty(NT, dtype=W.dtype)
     lamI = np.empty(NT, dtype=W.dtype)
     lamA = np.empty(NT, dtype=W.dtype)
@@ -1172,7 +1223,7 @@ def backward_batch(net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, dWc, d
                    tg, dg):
     """Backward pass of a batch: dW (flat, like net.W) from the tape, the forward outputs ``fo``
     and the readout gradients ``gr``; per-chunk buffers dWc reduced in a fixed order. ``tg``
-    (TauGrad): with tg.want, dL/dtau of the hidden neurons per chunk in tg.dtau (n_chunks, NT, 2);
+    (TauGrad): with tg.want, dL/dtau of the hidden neurons per chunk in tg.dtau (n_chunks, 2, NT);
     ``dg`` (DelayGrad): with dg.want, dL/d(input delay) per input unit and chunk in dg.dd."""
     n_chunks = dWc.shape[0]
     for c in prange(n_chunks):

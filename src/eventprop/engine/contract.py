@@ -136,7 +136,7 @@ class TauGrad(NamedTuple):
     dkm: np.ndarray  # d kappa(dt) / d tau_m
     dks: np.ndarray  # d kappa(dt) / d tau_s
     des: np.ndarray  # d e^{-dt/tau_s} / d tau_s
-    dtau: np.ndarray  # float64 (n_chunks, neurons, 2) accumulators (backend's own layout)
+    dtau: np.ndarray  # float64 (n_chunks, 2, neurons) accumulators (backend's own layout)
     out: bool  # also the output neurons' (then nu is carried for them too)
     dco: np.ndarray  # (2, 4, C): d(rcoef)/d(tau_m, tau_s) of the output neurons (integral readout)
     dtco: np.ndarray  # (2, 4, C): d(tcoef)/d(tau_m, tau_s) (trace readout)

@@ -54,17 +54,17 @@ class CPUBackend:
         else:
             rec_V = rec_I = np.zeros((1, 1), dtype=dt_)
         if tau is not None:
-            tg = TauGrad(True, tau.dem, tau.dkm, tau.dks, tau.des, np.zeros((n_chunks, NT, 2), np.float64), bool(tau.out),
+            tg = TauGrad(True, tau.dem, tau.dkm, tau.dks, tau.des, np.zeros((n_chunks, 2, NT), np.float64), bool(tau.out),
                          np.ascontiguousarray(tau.dco, np.float64), np.ascontiguousarray(tau.dtco, np.float64))
         else:
             z = np.zeros(1, dt_)
             zc = np.zeros((2, 4, 1), np.float64)
-            tg = TauGrad(False, z, z, z, z, np.zeros((n_chunks, 0, 2), np.float64), False, zc, zc)
+            tg = TauGrad(False, z, z, z, z, np.zeros((n_chunks, 2, 0), np.float64), False, zc, zc)
         dg = DelayGrad(bool(delays), np.zeros((n_chunks, int(delays)), np.float64),
                        np.zeros((n_chunks, NT if net.has_dly else 0), np.float64))
         _kernels.backward_batch(net, inp, ro, tape, fo, gr, n_steps, dt_.type(inv_T), bool(use_trace), dWc, dW,
                                 -1 if record is None else int(record), rec_V, rec_I, hits, tg, dg)
-        dtau = tg.dtau.sum(axis=0) if tau is not None else None  # chunks in a fixed order
+        dtau = tg.dtau.sum(axis=0).T if tau is not None else None  # chunks in a fixed order
         dd = dg.dd.sum(axis=0) if delays else None
         ddh = dg.dh.sum(axis=0) if net.has_dly else None  # chunks in a fixed order
         return BackwardResult(dW, int(hits.sum()), (rec_V if record is not None else None), (rec_I if record is not None else None),

@@ -70,9 +70,9 @@ def _backward_kernel(net, inp, ro, tape, fo, gr, n_steps, inv_T, use_trace, rec_
     for j in range(dW.shape[0]):
         dW[j] = 0.0
     dtau = sc.dtau[b]
-    for j in range(dtau.shape[0]):
-        dtau[j, 0] = 0.0
-        dtau[j, 1] = 0.0
+    for j in range(dtau.shape[1]):
+        dtau[0, j] = 0.0
+        dtau[1, j] = 0.0
     dd = sc.dd[b]
     for j in range(dd.shape[0]):
         dd[j] = 0.0
@@ -187,11 +187,11 @@ class CUDABackend:
             rec_V = rec_I = np.zeros((1, 1), dtype=dt_)
         z2 = np.zeros((2, 4, 1), np.float64)
         if tau is not None:
-            tg = TauGrad(True, tau.dem, tau.dkm, tau.dks, tau.des, np.zeros((1, 1, 2)), bool(tau.out), np.ascontiguousarray(tau.dco, np.float64),
+            tg = TauGrad(True, tau.dem, tau.dkm, tau.dks, tau.des, np.zeros((1, 2, 1)), bool(tau.out), np.ascontiguousarray(tau.dco, np.float64),
                          np.ascontiguousarray(tau.dtco, np.float64))
         else:
             z = np.zeros(1, dt_)
-            tg = TauGrad(False, z, z, z, z, np.zeros((1, 1, 2)), False, z2, z2)
+            tg = TauGrad(False, z, z, z, z, np.zeros((1, 2, 1)), False, z2, z2)
         n_dtau = NT if tau is not None else 0
         n_dh = NT if net.has_dly else 0
         if B == 0:
@@ -204,7 +204,7 @@ class CUDABackend:
         sc = _BwdBatch(
             _empty((B, NT), dt_), _empty((B, NT), dt_), _empty((B, NT), dt_), _empty((B, cap), np.int64),
             _empty((B, NT), dt_), _empty((B, nW), dt_), _empty((B, 4, NT if tau is not None else 1), np.float64),
-            _empty((B, n_dtau, 2), np.float64), _empty((B, NT), np.float64), _empty((B, NT), np.float64),
+            _empty((B, 2, n_dtau), np.float64), _empty((B, NT), np.float64), _empty((B, NT), np.float64),
             _empty((B, NT), np.float64), None, _empty((B, int(delays)), np.float64), _empty((B, NT), dt_),
             _empty((B, tape.step.shape[1] if net.has_dly else 1), np.float64), _empty((B, n_dh), np.float64),
             _empty(B, np.int64))
@@ -218,7 +218,7 @@ class CUDABackend:
         _reduce_kernel[(nW + 127) // 128, 128](sc.dW, ddW)
         h = _host(sc)
         dW = ddW if simulator() else ddW.copy_to_host()
-        dtau = h.dtau.sum(axis=0) if tau is not None else None  # samples in a fixed order
+        dtau = h.dtau.sum(axis=0).T if tau is not None else None  # samples in a fixed order
         dd = h.dd.sum(axis=0) if delays else None
         ddh = h.ddh.sum(axis=0) if net.has_dly else None
         if record is not None and not simulator():
