@@ -205,5 +205,22 @@ def test_bench_on_real_data_prints_the_table_and_counters(tmp_path):
     assert res["rows"][1]["seconds_per_epoch"] > 0
 
 
+def test_bench_on_real_data_uses_the_configs_delay_line(tmp_path):
+    """A delay-line config (the published model: 11 copies) is measured with its 7,700 inputs, as
+    the trainer runs it (it was measured on the 700 raw channels before 2026-12-08)."""
+    from shared_data import SPOKEN, need
+
+    n_in = {}
+    for copies in (11, 1):
+        out = tmp_path / f"b{copies}.json"
+        r = cli("bench", "--data", str(need(SPOKEN)), "--config", os.path.join(ROOT, "configs", "shd_published_best.yaml"),
+                "--no-torch", "--repeats", "1", "--set", "data.limit_train=32", "--set", "data.limit_test=16",
+                "--set", "train.batch_size=16", "--set", f"data.delay_copies={copies}", "--json", str(out))
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"{700 * copies} inputs" in r.stdout
+        n_in[copies] = json.loads(out.read_text())["rows"][0]["input_spikes_per_sample"]
+    assert n_in[11] > 8 * n_in[1]  # the delay line's copies are in the measured batches (some fall past T)
+
+
 def test_bench_config_without_data_is_one_line():
     assert_user_error(cli("bench", "--config", os.path.join(ROOT, "configs", "shd_sum_exp_recurrent.yaml")), "--data")

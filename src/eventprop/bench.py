@@ -157,8 +157,8 @@ def _data_config(args):
 
 
 def _data_batches(args):
-    """``--data``: the first two training batches of the config's data (the trainer's own reader
-    and binning), else None."""
+    """``--data``: the first two training batches of the config's data (the trainer's own reader,
+    binning and delay line: 700 x data.delay_copies inputs), else None."""
     if not args.get("data"):
         return None
     from .events import make_batch
@@ -170,7 +170,8 @@ def _data_batches(args):
     if ds.n_units != 700 or len(ds) < 2 * B:
         raise ValueError(f"--data: expected SHD-layout data (700 channels, >= {2 * B} training samples), got "
                          f"{ds.n_units} channels and {len(ds)} samples")
-    return [make_batch(ds, np.arange(i * B, (i + 1) * B), float(cfg.model.dt_ms), N) for i in range(2)]
+    return [make_batch(ds, np.arange(i * B, (i + 1) * B), float(cfg.model.dt_ms), N,
+                       delay_copies=cfg.data.delay_copies, delay_ms=cfg.data.delay_ms) for i in range(2)]
 
 
 def _worker_data_eventprop(args) -> dict:
@@ -186,7 +187,7 @@ def _worker_data_eventprop(args) -> dict:
     set_threads(args["threads"])
     cfg = _data_config(args)
     batches = _data_batches(args)
-    spec = build_spec(cfg, 700, 20)  # SHD layout (checked by _data_batches): 700 channels, 20 classes
+    spec = build_spec(cfg, 700 * cfg.data.delay_copies, 20)  # SHD layout (checked by _data_batches), delay line
     params = init_params(spec, InitSpec(**cfg.model.init.model_dump()), seed=cfg.train.seed)
     loss, opt = build_loss(cfg), Adam(cfg.train.lr)
     reg = SpikeCountRegulariser(cfg.reg.k_upper, cfg.reg.k_lower, cfg.reg.nu)
@@ -225,8 +226,8 @@ def _worker_data_trainer(args) -> dict:
 
 
 def _dense_data(args, torch):
-    """Two dense (steps, batch, 700) input tensors of the SHD-shaped workload (or of ``--data``),
-    with labels."""
+    """Two dense (steps, batch, inputs) input tensors of the SHD-shaped workload (700 inputs) or of
+    ``--data`` (700 x the config's delay copies), with labels."""
     from .events import make_batch
 
     B, N = args["batch"], args["steps"]
@@ -234,9 +235,11 @@ def _dense_data(args, torch):
     if given is None:
         ds = shd_like(args["batch"] * 2, args["steps"], 1.0, args["spikes"], seed=1, active_ms=args.get("active_ms"))
 
+    n_in = 700 * args.get("delay_copies", 1)
+
     def dense(i):
         sb = given[i] if given is not None else make_batch(ds, np.arange(i * B, (i + 1) * B), 1.0, N)
-        x = np.zeros((N, B, 700), dtype=np.float32)
+        x = np.zeros((N, B, n_in), dtype=np.float32)
         for b in range(B):
             for n in range(N):
                 x[n, b, sb.units[sb.ptr[b, n]:sb.ptr[b, n + 1]]] = 1.0
@@ -332,9 +335,10 @@ def _worker_snntorch(args) -> dict:
     torch.manual_seed(0)
     N, H = args["steps"], args["hidden"]
     data = _dense_data(args, torch)
-    a_m, b_s = float(np.exp(-1 / 20)), float(np.exp(-1 / 5))
+    dt = float(args.get("dt", 1.0))
+    a_m, b_s = float(np.exp(-dt / 20)), float(np.exp(-dt / 5))
     grad = surrogate.fast_sigmoid()
-    fc_in = torch.nn.Linear(700, H, bias=False)
+    fc_in = torch.nn.Linear(int(data[0][0].shape[-1]), H, bias=False)
     if args["recurrent"]:
         hid = snn.RSynaptic(alpha=b_s, beta=a_m, linear_features=H, spike_grad=grad, reset_mechanism="zero")
     else:
@@ -466,10 +470,12 @@ def run_data_bench(data: str, config: str | None = None, threads: int = 2, repea
     B, N = cfg.train.batch_size, n_steps_of(cfg)
     rec = bool(cfg.model.recurrent_list()[0])
     base = dict(threads=threads, repeats=repeats, batch=B, steps=N, hidden=int(cfg.model.hidden[0]), recurrent=rec,
-                data=str(data), config=str(config), sets=list(sets), spikes=0.0, w_in=0.0)
+                data=str(data), config=str(config), sets=list(sets), spikes=0.0, w_in=0.0,
+                delay_copies=int(cfg.data.delay_copies), dt=float(cfg.model.dt_ms))
     n_batches = -(-n_train // B)
     res = {"data": str(data), "config": str(config), "threads": threads, "batch": B, "n_train": n_train, "rows": []}
-    echo(f"--data {data}: {config}, {n_train} training samples, batch {B}, {N} steps, {threads} threads")
+    echo(f"--data {data}: {config}, {n_train} training samples, batch {B}, {N} steps of {cfg.model.dt_ms:g} ms, "
+         f"{700 * cfg.data.delay_copies} inputs, {threads} threads")
     echo(f"{'implementation':<28}{'s/batch':>10}{'s/epoch':>10}{'peak MB':>10}  notes")
     ep = _child("data_eventprop", base)
     tr = _child("data_trainer", base)
